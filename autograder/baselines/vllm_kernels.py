@@ -1,0 +1,123 @@
+"""vLLM's own attention kernels, as the paged-attention assignment's speed baseline.
+
+Order of preference:
+  1. vLLM's CUDA PagedAttention v2 (`torch.ops._C.paged_attention_v2`), registered by
+     `import vllm._custom_ops` in vLLM up to 0.24. Its cache layout differs from ours
+     (key cache [num_blocks, num_kv_heads, head_size/x, block_size, x], value cache
+     [num_blocks, num_kv_heads, head_size, block_size]); the adapter converts once, outside
+     the timed region, so the kernel reads its own native layout.
+  2. vLLM's Triton `unified_attention` (vLLM 0.25+, which removed paged_attention_v1/v2),
+     whose cache layout is ours: [num_blocks, block_size, num_kv_heads, head_size].
+`reshape_and_cache_flash` (layout as ours) is the baseline for reshape_and_cache.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import Baseline, _cuda, register
+
+
+def _ops():
+    """Import vllm._custom_ops if vLLM is installed; the ops may also be registered already."""
+    try:
+        import vllm._custom_ops  # noqa: F401
+        import vllm
+
+        return getattr(vllm, "__version__", "unknown")
+    except ImportError:
+        if hasattr(torch.ops, "_C") and hasattr(torch.ops._C, "paged_attention_v2"):
+            return "op library only"
+        raise
+
+
+def _version() -> str | None:
+    try:
+        return _ops()
+    except ImportError:
+        return None
+
+
+@register("vllm.paged_attention")
+def paged_attention() -> Baseline:
+    name = "vllm.paged_attention"
+    if (why := _cuda()):
+        return Baseline(name, "", False, why)
+    version = _version()
+    if version is not None and hasattr(torch.ops._C, "paged_attention_v2"):
+        return Baseline(name, f"vLLM {version} CUDA paged_attention_v2", True, impl=PagedAttentionV2(), version=version)
+    try:
+        from vllm.v1.attention.ops.triton_unified_attention import unified_attention  # vLLM 0.25+
+        import vllm
+
+        return Baseline(name, f"vLLM {vllm.__version__} Triton unified_attention", True,
+                        impl=UnifiedAttention(unified_attention), version=vllm.__version__)
+    except ImportError:
+        pass
+    if version is None:
+        return Baseline(name, "", False, "vLLM is not installed (pip install vllm, on a CUDA machine)")
+    return Baseline(name, "", False, f"vLLM {version} has neither paged_attention_v2 nor triton unified_attention")
+
+
+@register("vllm.reshape_and_cache")
+def reshape_and_cache() -> Baseline:
+    name = "vllm.reshape_and_cache"
+    if (why := _cuda()):
+        return Baseline(name, "", False, why)
+    version = _version()
+    if version is None:
+        return Baseline(name, "", False, "vLLM is not installed (pip install vllm, on a CUDA machine)")
+    ops = getattr(torch.ops, "_C_cache_ops", None)
+    if ops is None or not hasattr(ops, "reshape_and_cache_flash"):
+        return Baseline(name, "", False, f"vLLM {version} has no _C_cache_ops.reshape_and_cache_flash")
+    return Baseline(name, f"vLLM {version} reshape_and_cache_flash", True, impl=ReshapeAndCacheFlash(), version=version)
+
+
+class PagedAttentionV2:
+    """Calls vLLM's CUDA paged_attention_v2 on caches converted to its layout (once, untimed)."""
+
+    PARTITION_SIZE = 512  # vLLM's _PARTITION_SIZE for v2
+
+    def prepare(self, key_cache: torch.Tensor, value_cache: torch.Tensor):
+        """Our [num_blocks, block_size, kv_heads, head] -> vLLM's native key/value cache layouts."""
+        nb, bs, h, d = key_cache.shape
+        x = 16 // key_cache.element_size()
+        k = key_cache.view(nb, bs, h, d // x, x).permute(0, 2, 3, 1, 4).contiguous()
+        v = value_cache.permute(0, 2, 3, 1).contiguous()
+        return k, v
+
+    def __call__(self, out, query, k_native, v_native, block_tables, seq_lens, scale, max_seq_len):
+        num_seqs, num_heads, head_size = query.shape
+        parts = (max_seq_len + self.PARTITION_SIZE - 1) // self.PARTITION_SIZE
+        exp_sums = torch.empty(num_seqs, num_heads, parts, dtype=torch.float32, device=query.device)
+        max_logits = torch.empty_like(exp_sums)
+        tmp_out = torch.empty(num_seqs, num_heads, parts, head_size, dtype=query.dtype, device=query.device)
+        block_size = v_native.shape[3]
+        one = torch.tensor(1.0, dtype=torch.float32, device=query.device)
+        torch.ops._C.paged_attention_v2(
+            out, exp_sums, max_logits, tmp_out, query, k_native, v_native, k_native.shape[1], scale,
+            block_tables, seq_lens, block_size, max_seq_len, None, "auto", one, one, 0, 0, 0, 0, 0)
+        return out
+
+
+class UnifiedAttention:
+    """vLLM's Triton unified_attention for decode: one query token per sequence, our cache layout."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def prepare(self, key_cache, value_cache):
+        return key_cache, value_cache
+
+    def __call__(self, out, query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len):
+        n = query.shape[0]
+        cu = torch.arange(n + 1, dtype=torch.int32, device=query.device)
+        self.fn(q=query, k=key_cache, v=value_cache, out=out, cu_seqlens_q=cu, max_seqlen_q=1, seqused_k=seq_lens,
+                max_seqlen_k=max_seq_len, softmax_scale=scale, causal=True, window_size=(-1, -1),
+                block_table=block_tables, softcap=0, q_descale=None, k_descale=None, v_descale=None)
+        return out
+
+
+class ReshapeAndCacheFlash:
+    def __call__(self, key, value, key_cache, value_cache, slot_mapping):
+        one = torch.tensor(1.0, dtype=torch.float32, device=key.device)
+        torch.ops._C_cache_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, "auto", one, one)

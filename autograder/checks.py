@@ -1,0 +1,56 @@
+"""Comparing an answer with a reference: one function, tolerances stated per dtype.
+
+assert_close checks, in order: shape, no NaN/inf where the reference is finite, elementwise
+|a - r| <= atol + rtol * |r|, and the relative norm ||a - r|| / ||r|| (which catches an answer
+that is wrong everywhere by a little, e.g. a missing scale on small values). The reference is
+computed in float32 or float64 by the caller.
+"""
+from __future__ import annotations
+
+import torch
+
+# (atol, rtol, relative-norm bound) for an answer computed in this dtype against an fp32/fp64
+# reference. bf16 has 8 mantissa bits (eps 7.8e-3), fp16 11 (eps 9.8e-4).
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-10, 1e-12),
+    torch.float32: (1e-4, 1e-4, 1e-5),
+    torch.float16: (2e-3, 2e-3, 2e-3),
+    torch.bfloat16: (2e-2, 2e-2, 1.6e-2),
+}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, what: str, dtype: torch.dtype | None = None,
+                 atol: float | None = None, rtol: float | None = None, rel_norm: float | None = None) -> None:
+    """Raise AssertionError with a message a student can act on if `actual` is not `expected`."""
+    if not isinstance(actual, torch.Tensor):
+        raise AssertionError(f"{what}: expected a torch.Tensor, got {type(actual).__name__}")
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise AssertionError(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}")
+    d_atol, d_rtol, d_norm = TOLERANCES[dtype or actual.dtype]
+    atol, rtol, rel_norm = (d_atol if atol is None else atol), (d_rtol if rtol is None else rtol), (d_norm if rel_norm is None else rel_norm)
+    a = actual.detach().to("cpu", torch.float64)
+    r = expected.detach().to("cpu", torch.float64)
+    bad_nan = ~torch.isfinite(a) & torch.isfinite(r)
+    if bad_nan.any():
+        idx = tuple(bad_nan.nonzero()[0].tolist())
+        raise AssertionError(f"{what}: {int(bad_nan.sum())} of {a.numel()} elements are NaN/inf (first at index {list(idx)}); "
+                             "unwritten output or a read past the valid data?")
+    both = torch.isfinite(r)
+    err = (a - r).abs().where(both, torch.zeros_like(a))
+    limit = atol + rtol * r.abs()
+    over = err > limit
+    if over.any():
+        idx = tuple(over.nonzero()[0].tolist())
+        raise AssertionError(f"{what}: {int(over.sum())} of {a.numel()} elements differ; max |diff| {err.max():.3g} "
+                             f"(atol {atol:g}, rtol {rtol:g}); first at index {list(idx)}: got {a[idx]:.6g}, expected {r[idx]:.6g}")
+    denom = r.where(both, torch.zeros_like(r)).norm()
+    rel = float(err.norm() / denom) if denom > 0 else float(err.norm())
+    if rel > rel_norm:
+        raise AssertionError(f"{what}: relative error ||a - r|| / ||r|| = {rel:.3g} > {rel_norm:g}")
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """Fill with NaN (or the integer minimum) so any element left unwritten fails the check."""
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    return t.fill_(torch.iinfo(t.dtype).min)

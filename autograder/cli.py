@@ -1,0 +1,116 @@
+"""python -m autograder {list, grade, release, bench}
+
+The exit code says whether grading itself worked (0), not whether the student passed: a
+submission that scores 0 still exits 0; a grader that could not write its results does not.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import REPO_ROOT, config, environment, impl, report, runner
+from .results import GradeReport
+
+
+def _progress(quiet: bool):
+    tty = sys.stderr.isatty()
+
+    def say(msg: str) -> None:
+        if quiet:
+            return
+        if tty:
+            sys.stderr.write("\r\033[K" + msg[:110])
+        else:
+            sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+    return say
+
+
+def cmd_list(args) -> int:
+    for name in config.assignments():
+        tests = runner.collect(name)
+        by_tier: dict[str, float] = {}
+        for t in tests:
+            by_tier[t["tier"]] = by_tier.get(t["tier"], 0) + t["points"]
+        tiers = ", ".join(f"{k} {v:g}" for k, v in sorted(by_tier.items()))
+        print(f"{name:18} {config.title(name):38} {sum(by_tier.values()):6g} pts  ({tiers}; {len(tests)} tests)")
+        if args.verbose:
+            for t in tests:
+                print(f"    {t['points']:4g}  {t['tier']:11}  {t['nodeid'].split('::')[-1]}")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    names = args.assignments or config.assignments()
+    unknown = [n for n in names if n not in config.assignments()]
+    if unknown:
+        print(f"unknown assignment(s): {', '.join(unknown)}; known: {', '.join(config.assignments())}", file=sys.stderr)
+        return 2
+    try:
+        root = impl.resolve(args.impl)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    say = _progress(args.quiet)
+    t0 = time.time()
+    results = []
+    rep = GradeReport(impl=str(args.impl), assignments=results, environment=environment.describe())
+    try:
+        for name in names:
+            say(f"[{name}] starting")
+            results.append(runner.run_assignment(name, root, log_dir=out / "logs", progress=say, keyword=args.k))
+    finally:  # a results file is always written, also when the grader is interrupted
+        rep.duration = round(time.time() - t0, 1)
+        if not args.quiet and sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+        report.write_all(rep, out)
+    print(report.terminal(rep, verbose=not args.brief))
+    print(f"\nresults: {out}/results.json (Gradescope), junit.xml, summary.md, grade.json; logs in {out}/logs/")
+    return 0
+
+
+def cmd_release(args) -> int:
+    from . import release
+
+    return release.main(check=args.check)
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(args.assignment, impl.resolve(args.impl), Path(args.out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("list", help="assignments, points and tiers")
+    s.add_argument("-v", "--verbose", action="store_true", help="list every test")
+    s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("grade", help="grade assignments; writes results.json, junit.xml, summary.md")
+    s.add_argument("assignments", nargs="*", help=f"default: all ({', '.join(config.assignments())})")
+    s.add_argument("--impl", default="assignments", help="assignments (default), solutions, or a submission folder/zip")
+    s.add_argument("--out", default=str(REPO_ROOT / "results"), help="where results go (default: results/)")
+    s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
+    s.add_argument("--brief", action="store_true", help="totals only, no per-test table")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    s.set_defaults(fn=cmd_grade)
+
+    s = sub.add_parser("release", help="write assignments/ from solutions/ (fenced regions become stubs)")
+    s.add_argument("--check", action="store_true", help="fail if assignments/ is out of date or a marker is left")
+    s.set_defaults(fn=cmd_release)
+
+    s = sub.add_parser("bench", help="speed tables and plots (GPU)")
+    s.add_argument("assignment")
+    s.add_argument("--impl", default="solutions")
+    s.add_argument("--out", default=str(REPO_ROOT / "bench-results"))
+    s.set_defaults(fn=cmd_bench)
+
+    args = p.parse_args(argv)
+    return args.fn(args)

@@ -1,0 +1,57 @@
+"""Reads autograder/grading.toml: the instructor-editable numbers, and nothing else."""
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass
+
+from . import PACKAGE_DIR, SUITES_DIR
+
+
+@functools.cache
+def load() -> dict:
+    with open(PACKAGE_DIR / "grading.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def limits() -> dict:
+    return load()["limits"]
+
+
+def assignments() -> list[str]:
+    """Assignment names that have a graded suite, in course order."""
+    table = load()["assignments"]
+    names = [n for n in table if (SUITES_DIR / n).is_dir()]
+    return sorted(names, key=lambda n: table[n].get("order", 99))
+
+
+def title(name: str) -> str:
+    return load()["assignments"].get(name, {}).get("title", name)
+
+
+@dataclass(frozen=True)
+class SpeedScale:
+    full: float
+    zero: float
+
+    def fraction(self, ratio: float) -> float:
+        """Share of the points for a speed ratio (baseline_time / student_time)."""
+        if not ratio == ratio or ratio <= 0:  # NaN or nonsense never scores
+            return 0.0
+        if ratio >= self.full:
+            return 1.0
+        if ratio <= self.zero:
+            return 0.0
+        return (ratio - self.zero) / (self.full - self.zero)
+
+
+def speed_scale(assignment: str, key: str) -> SpeedScale:
+    try:
+        entry = load()["assignments"][assignment]["speed"][key]
+    except KeyError:
+        raise KeyError(f"autograder/grading.toml has no [assignments.{assignment}.speed] {key} = {{full=..., zero=...}}")
+    return SpeedScale(full=float(entry["full"]), zero=float(entry["zero"]))
+
+
+def review_ratio() -> float:
+    return float(load()["speed"]["review"])

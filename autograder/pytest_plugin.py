@@ -1,0 +1,190 @@
+"""Runs inside each graded suite's subprocess (loaded with `-p autograder.pytest_plugin`).
+
+It reads points and tiers from markers, turns GPU tests into "not graded here (no GPU)" on
+machines without CUDA, and sends one signed record per event to the grader:
+
+    {"type": "collected", "tests": [{nodeid, name, points, tier}, ...]}
+    {"type": "start", "nodeid": ...}
+    {"type": "result", "nodeid": ..., "status": passed|failed|not_graded, "score", "max_score",
+     "reason", "duration", "extra": {...}}
+
+Records travel through a file whose path and HMAC key the grader passes in the environment.
+Both are removed from os.environ when this module is imported, before any student code, so
+student code can neither find the channel by name nor forge a signed record; stdout is never
+read for results.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+
+import pytest
+
+CHANNEL_ENV = "AUTOGRADER_CHANNEL"
+KEY_ENV = "AUTOGRADER_KEY"
+NOT_GRADED_PREFIX = "not graded here"
+
+_channel_path = os.environ.pop(CHANNEL_ENV, None)
+_key = os.environ.pop(KEY_ENV, "").encode()
+_channel = open(_channel_path, "a", buffering=1) if _channel_path else None  # noqa: SIM115
+
+# Triton kernels run in its interpreter where there is no GPU; it must be set before triton
+# is first imported, which happens in student code.
+try:
+    import torch
+
+    HAS_CUDA = torch.cuda.is_available()
+except Exception:  # noqa: BLE001
+    HAS_CUDA = False
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def sign(record: dict, key: bytes) -> str:
+    body = json.dumps(record, sort_keys=True)
+    return json.dumps({"rec": body, "sig": hmac.new(key, body.encode(), hashlib.sha256).hexdigest()})
+
+
+def _send(record: dict) -> None:
+    if _channel is not None:
+        _channel.write(sign(record, _key) + "\n")
+        _channel.flush()
+        os.fsync(_channel.fileno())
+
+
+def points_of(item) -> float:
+    m = item.get_closest_marker("points")
+    return float(m.args[0]) if m and m.args else 0.0
+
+
+def tier_of(item) -> str:
+    if item.get_closest_marker("speed"):
+        return "speed"
+    if item.get_closest_marker("gpu"):
+        return "gpu"
+    return "correctness"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "points(n): points this graded test is worth")
+    config.addinivalue_line("markers", "gpu: needs CUDA")
+    config.addinivalue_line("markers", "speed: GPU speed test graded as a ratio")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        if tier_of(item) != "correctness" and not HAS_CUDA:
+            item.add_marker(pytest.mark.skip(reason=f"{NOT_GRADED_PREFIX} (no GPU)"))
+
+
+def _name(item) -> str:
+    doc = getattr(item.function, "__doc__", None) if hasattr(item, "function") else None
+    first = doc.strip().splitlines()[0] if doc and doc.strip() else ""
+    return f"{item.name}: {first}" if first else item.name
+
+
+class Grade:
+    """What a test records beyond pass/fail: partial credit (speed tests) and figures.
+
+    `grade.fraction(0.7, "0.91x vLLM")` gives 70% of the test's points if the test then
+    passes; `grade.extra["ratio"] = ...` travels to the report and the leaderboard.
+    """
+
+    def __init__(self):
+        self.frac: float | None = None
+        self.detail = ""
+        self.extra: dict = {}
+
+    def fraction(self, value: float, detail: str = "") -> None:
+        if not (0.0 <= value <= 1.0):
+            raise ValueError(f"fraction must be in [0, 1], got {value}")
+        self.frac, self.detail = float(value), detail
+
+
+@pytest.fixture
+def grade(request) -> Grade:
+    g = Grade()
+    request.node._autograder_grade = g
+    return g
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _send({"type": "start", "nodeid": nodeid, "time": time.time()})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and report.failed:
+        report._autograder_reason = short_reason(call.excinfo.value)
+    elif report.skipped and call.excinfo is not None:
+        report._autograder_reason = str(getattr(call.excinfo.value, "msg", call.excinfo.value))
+
+
+def short_reason(exc: BaseException) -> str:
+    """One line a student can act on: the exception type and the first line of its message."""
+    name = type(exc).__name__
+    msg = str(exc).strip()
+    if name == "AssertionError":
+        msg = msg.split("\nassert ")[0]  # drop pytest's rewritten expression
+    first = msg.splitlines()[0] if msg else ""
+    if name == "NotImplementedError":
+        return f"not implemented: {first}" if first else "not implemented"
+    text = f"{name}: {first}" if first else name
+    return text[:400]
+
+
+_state: dict[str, dict] = {}
+
+
+def pytest_runtest_logreport(report):
+    st = _state.setdefault(report.nodeid, {"failed": False, "reason": "", "skipped": False, "duration": 0.0})
+    st["duration"] += report.duration
+    if report.failed and not st["failed"]:
+        st["failed"] = True
+        st["reason"] = getattr(report, "_autograder_reason", "") or (
+            f"error in test {report.when}" if report.when != "call" else "failed")
+    if report.skipped:
+        st["skipped"] = True
+        st["reason"] = getattr(report, "_autograder_reason", "") or str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else "skipped")
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    st = _state.pop(nodeid, None) or {"failed": True, "reason": "no report", "skipped": False, "duration": 0.0}
+    item = _items.get(nodeid)
+    points = points_of(item) if item is not None else 0.0
+    g: Grade | None = getattr(item, "_autograder_grade", None) if item is not None else None
+    if st["failed"]:
+        status, score = "failed", 0.0
+    elif st["skipped"]:
+        status, score = "not_graded", 0.0
+        if not st["reason"].startswith(NOT_GRADED_PREFIX):
+            st["reason"] = f"{NOT_GRADED_PREFIX}: {st['reason']}"
+    else:
+        status = "passed"
+        frac = g.frac if g is not None and g.frac is not None else 1.0
+        score = round(points * frac, 4)
+        st["reason"] = g.detail if g is not None else ""
+    _send({"type": "result", "nodeid": nodeid, "status": status, "score": score, "max_score": points,
+           "reason": st["reason"], "duration": round(st["duration"], 3),
+           "extra": dict(g.extra) if g is not None else {}})
+
+
+_items: dict = {}
+
+
+def pytest_collection_finish(session):
+    """Sent after -k / --deselect have run: the list is exactly what this process will run."""
+    for item in session.items:
+        _items[item.nodeid] = item
+    _send({"type": "collected", "tests": [
+        {"nodeid": i.nodeid, "name": _name(i), "points": points_of(i), "tier": tier_of(i)} for i in session.items
+    ]})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _send({"type": "done"})

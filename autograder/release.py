@@ -1,0 +1,161 @@
+"""solutions/ -> assignments/: the one source the student stubs are generated from.
+
+In solutions/, student regions are fenced:
+
+    def append(self, k, v):
+        \"\"\"docstring stays\"\"\"
+        # BEGIN SOLUTION hint: write the new tokens at [length, length + n) and return views
+        ...reference code...
+        # END SOLUTION
+
+`python -m autograder release` replaces each region by a stub that raises
+NotImplementedError naming the assignment, the function and the hint. Inside a
+`@triton.jit` kernel, where Python's raise does not compile, the stub is a
+`tl.static_assert(False, ...)` carrying the same message. Everything outside the fences
+(docstrings, signatures, handouts, data) is copied as it is. Releasing twice changes nothing;
+`--check` fails when assignments/ is out of date or a marker was left behind.
+"""
+from __future__ import annotations
+
+import filecmp
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from . import REPO_ROOT
+
+SOLUTIONS = REPO_ROOT / "solutions"
+ASSIGNMENTS = REPO_ROOT / "assignments"
+BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?:\s+hint:\s*(?P<hint>.*?))?\s*$")
+END = re.compile(r"^\s*# END SOLUTION\s*$")
+DEF = re.compile(r"^(?P<indent>\s*)(?:async\s+)?def\s+(?P<name>\w+)")
+CLASS = re.compile(r"^(?P<indent>\s*)class\s+(?P<name>\w+)")
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION")
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+
+
+class ReleaseError(Exception):
+    pass
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _enclosing(lines: list[str], i: int, indent: int) -> tuple[str, bool]:
+    """Qualified name of the function around line i, and whether it is a @triton.jit kernel."""
+    name, jit, fn_indent = None, False, None
+    for j in range(i - 1, -1, -1):
+        line = lines[j]
+        if not line.strip():
+            continue
+        if name is None:
+            m = DEF.match(line)
+            if m and len(m.group("indent")) < indent:
+                name, fn_indent = m.group("name"), len(m.group("indent"))
+                k = j - 1
+                while k >= 0 and lines[k].strip().startswith("@"):
+                    jit = jit or "triton.jit" in lines[k] or lines[k].strip() == "@jit"
+                    k -= 1
+        else:
+            m = CLASS.match(line)
+            if m and len(m.group("indent")) < fn_indent:
+                return f"{m.group('name')}.{name}", jit
+            if _indent(line) == 0 and not line.startswith(("#", "@")):
+                break
+    if name is None:
+        raise ReleaseError(f"line {i + 1}: a solution region must sit inside a function")
+    return name, jit
+
+
+def stub_source(text: str, assignment: str, filename: str) -> str:
+    lines = text.splitlines(keepends=True)
+    out, i = [], 0
+    while i < len(lines):
+        m = BEGIN.match(lines[i].rstrip("\n"))
+        if not m:
+            if END.match(lines[i].rstrip("\n")):
+                raise ReleaseError(f"{filename}:{i + 1}: END SOLUTION without BEGIN SOLUTION")
+            out.append(lines[i])
+            i += 1
+            continue
+        start, indent = i, m.group("indent")
+        j = i + 1
+        while j < len(lines) and not END.match(lines[j].rstrip("\n")):
+            if BEGIN.match(lines[j].rstrip("\n")):
+                raise ReleaseError(f"{filename}:{j + 1}: nested BEGIN SOLUTION (region opened at line {start + 1})")
+            j += 1
+        if j == len(lines):
+            raise ReleaseError(f"{filename}:{start + 1}: BEGIN SOLUTION is never closed by END SOLUTION")
+        qual, jit = _enclosing(lines, start, len(indent))
+        hint = (m.group("hint") or "see the docstring").strip()
+        msg = f"{assignment}: {qual} ({filename}): {hint}".replace("\\", "\\\\").replace('"', '\\"')
+        if jit:
+            out.append(f'{indent}tl.static_assert(False, "not implemented: {msg}")\n')
+        else:
+            out.append(f'{indent}raise NotImplementedError("{msg}")\n')
+        i = j + 1
+    return "".join(out)
+
+
+def release_into(dest: Path) -> list[Path]:
+    """Write the student tree for every assignment in solutions/ into dest; returns the files written."""
+    written = []
+    for src_dir in sorted(p for p in SOLUTIONS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+        out_dir = dest / src_dir.name
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.copytree(src_dir, out_dir, ignore=IGNORE)
+        for py in sorted(out_dir.rglob("*.py")):
+            rel = py.relative_to(dest)
+            py.write_text(stub_source(py.read_text(), src_dir.name, str(rel)))
+            written.append(py)
+    return written
+
+
+def check(dest: Path = ASSIGNMENTS) -> list[str]:
+    """Problems that make assignments/ differ from a fresh release of solutions/."""
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        release_into(fresh)
+        problems += _compare(fresh, dest, Path("."))
+    for f in dest.rglob("*"):
+        if f.is_file() and f.suffix in (".py", ".md", ".ipynb", ".txt") and "__pycache__" not in f.parts:
+            text = f.read_text(errors="replace")
+            for marker in MARKERS:
+                if f"# {marker}" in text:
+                    problems.append(f"{f.relative_to(dest.parent)}: a '{marker}' marker was left behind")
+    return problems
+
+
+def _compare(a: Path, b: Path, rel: Path) -> list[str]:
+    problems = []
+    cmp = filecmp.dircmp(a / rel, b / rel, ignore=["__pycache__", ".ipynb_checkpoints"])
+    problems += [f"assignments/{rel / n}: missing (run `python -m autograder release`)" for n in cmp.left_only]
+    problems += [f"assignments/{rel / n}: not in solutions/ (stale?)" for n in cmp.right_only]
+    _, mismatch, errors = filecmp.cmpfiles(a / rel, b / rel, cmp.common_files, shallow=False)
+    problems += [f"assignments/{rel / n}: out of date with solutions/" for n in mismatch + errors]
+    for d in cmp.common_dirs:
+        problems += _compare(a, b, rel / d)
+    return problems
+
+
+def main(check: bool = False) -> int:
+    try:
+        if check:
+            problems = globals()["check"]()
+            for p in problems:
+                print(p, file=sys.stderr)
+            print("release --check: " + ("OK, assignments/ matches solutions/" if not problems
+                                         else f"{len(problems)} problem(s); run `python -m autograder release`"))
+            return 1 if problems else 0
+        ASSIGNMENTS.mkdir(exist_ok=True)
+        files = release_into(ASSIGNMENTS)
+        print(f"released {len(files)} Python files into {ASSIGNMENTS.relative_to(REPO_ROOT)}/")
+        return 0
+    except ReleaseError as e:
+        print(f"release failed: {e}", file=sys.stderr)
+        return 1

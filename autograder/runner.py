@@ -1,0 +1,253 @@
+"""Runs one assignment's graded suite in its own subprocess, and survives whatever it does.
+
+A hang, segfault, os._exit, CUDA fault or out-of-memory is charged to the test that was
+running, with its reason; the suite is then restarted on the tests not yet run, so one
+broken function costs only its own tests. Results arrive as signed records through a file
+(see pytest_plugin.py); stdout and stderr go to a capped log and are never parsed for scores.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import REPO_ROOT, SUITES_DIR, config
+from .impl import ENV_VAR as IMPL_ENV
+from .pytest_plugin import CHANNEL_ENV, KEY_ENV
+from .results import AssignmentResult, TestResult
+
+# Lines in a crashed suite's output that explain the crash better than its exit code.
+_CRASH_PATTERNS = [
+    (re.compile(r"CUDA error: an illegal memory access[^\n]*"), "CUDA illegal memory access"),
+    (re.compile(r"(?:torch\.)?(?:cuda\.)?OutOfMemoryError[^\n]*|CUDA out of memory[^\n]*"), "GPU out of memory"),
+    (re.compile(r"CUDA error:[^\n]*"), None),
+    (re.compile(r"MemoryError[^\n]*"), "host out of memory"),
+]
+
+
+class CappedLog:
+    """Keeps the head and the tail of a stream, so a suite printing millions of lines is harmless."""
+
+    def __init__(self, stream, head: int, tail: int):
+        self.head, self.tail = bytearray(), bytearray()
+        self.head_cap, self.tail_cap, self.dropped = head, tail, 0
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream):
+        for chunk in iter(lambda: stream.read(65536), b""):
+            room = self.head_cap - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            if chunk:
+                self.tail += chunk
+                if len(self.tail) > self.tail_cap:
+                    self.dropped += len(self.tail) - self.tail_cap
+                    del self.tail[: len(self.tail) - self.tail_cap]
+
+    def text(self) -> str:
+        self.thread.join(timeout=5)
+        mid = f"\n[... {self.dropped} bytes of output dropped ...]\n" if self.dropped else ""
+        return (bytes(self.head).decode(errors="replace") + mid + bytes(self.tail).decode(errors="replace"))
+
+
+def read_records(path: Path, key: bytes, offset: int = 0) -> tuple[list[dict], int, int]:
+    """Signed records from the channel file after `offset`: (records, new offset, rejected)."""
+    good, bad = [], 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # only whole lines
+    for line in data[:end].splitlines():
+        try:
+            outer = json.loads(line)
+            body = outer["rec"]
+            ok = hmac.compare_digest(outer["sig"], hmac.new(key, body.encode(), hashlib.sha256).hexdigest())
+        except Exception:  # noqa: BLE001
+            ok = False
+        if ok:
+            good.append(json.loads(body))
+        else:
+            bad += 1
+    return good, offset + end, bad
+
+
+def crash_reason(returncode: int | None, log: str, killed_for: str | None) -> str:
+    if killed_for:
+        return killed_for
+    for pattern, label in _CRASH_PATTERNS:
+        m = None
+        for m in pattern.finditer(log):
+            pass
+        if m:
+            return f"{label}: {m.group(0).strip()[:200]}" if label else m.group(0).strip()[:240]
+    if returncode is not None and returncode < 0 or "Fatal Python error: Segmentation fault" in log:
+        returncode = returncode if returncode is not None and returncode < 0 else -signal.SIGSEGV
+        sig = -returncode
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        what = {"SIGSEGV": "segmentation fault", "SIGKILL": "killed (out of memory?)", "SIGABRT": "aborted",
+                "SIGBUS": "bus error", "SIGFPE": "floating-point exception"}.get(name, name)
+        return f"the test process died: {what} ({name})"
+    return f"the test process exited with code {returncode} in the middle of the test (sys.exit / os._exit?)"
+
+
+def _suite_env(impl_root: Path, channel: Path, key: str) -> dict:
+    env = dict(os.environ)
+    env[IMPL_ENV] = str(impl_root)
+    env[CHANNEL_ENV] = str(channel)
+    env[KEY_ENV] = key
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # never write __pycache__ into a submission folder
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def _pytest_cmd(suite: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", str(suite), "-p", "autograder.pytest_plugin", "-p", "no:cacheprovider",
+            "-q", "--tb=short", "-rN", "--color=no", "-o", "addopts=", "-o", "console_output_style=classic",
+            "-c", str(SUITES_DIR / "pytest.ini"), "--rootdir", str(SUITES_DIR), *extra]
+
+
+def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
+                   progress: Callable[[str], None] | None = None,
+                   per_test_timeout: float | None = None, suite_timeout: float | None = None,
+                   keyword: str | None = None) -> AssignmentResult:
+    lim = config.limits()
+    per_test_timeout = per_test_timeout or float(lim["per_test_timeout_s"])
+    suite_timeout = suite_timeout or float(lim["suite_timeout_s"])
+    suite = SUITES_DIR / name
+    result = AssignmentResult(name=name, title=config.title(name))
+    say = progress or (lambda s: None)
+    t0 = time.time()
+    tests: dict[str, TestResult] = {}
+    order: list[str] = []
+    done: set[str] = set()
+    logs: list[str] = []
+    extra_args = ["-k", keyword] if keyword else []
+
+    for attempt in range(int(lim["max_restarts"]) + 1):
+        remaining = [n for n in order if n not in done]
+        if attempt > 0 and not remaining:
+            break
+        deselect = [a for n in done for a in ("--deselect", n)]
+        key = secrets.token_hex(16)
+        with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
+            channel = Path(tmp) / "channel.jsonl"
+            channel.touch()
+            proc = subprocess.Popen(_pytest_cmd(suite, extra_args + deselect), cwd=tmp, env=_suite_env(impl_root, channel, key),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            log = CappedLog(proc.stdout, int(lim["log_head_bytes"]), int(lim["log_tail_bytes"]))
+            offset, current, started, killed_for, finished = 0, None, time.time(), None, False
+            while True:
+                rc = proc.poll()
+                recs, offset, bad = read_records(channel, key.encode(), offset)
+                if bad:
+                    result.error = f"{bad} forged or corrupt result record(s) rejected"
+                for r in recs:
+                    if r["type"] == "collected":
+                        for t in r["tests"]:
+                            if t["nodeid"] not in tests:
+                                tests[t["nodeid"]] = TestResult(assignment=name, nodeid=t["nodeid"], name=t["name"],
+                                                                tier=t["tier"], max_score=t["points"])
+                                order.append(t["nodeid"])
+                    elif r["type"] == "start":
+                        current, started = r["nodeid"], time.time()
+                        say(f"[{name}] {len(done) + 1}/{len(order)} {current.split('::')[-1]}")
+                    elif r["type"] == "result" and r["nodeid"] in tests:
+                        t = tests[r["nodeid"]]
+                        t.status, t.score, t.reason = r["status"], float(r["score"]), r["reason"]
+                        t.duration, t.extra = r["duration"], r.get("extra", {})
+                        t.score = min(max(t.score, 0.0), t.max_score)  # the grader, not the suite, bounds scores
+                        done.add(r["nodeid"])
+                        current = None if current == r["nodeid"] else current
+                    elif r["type"] == "done":
+                        finished = True
+                if rc is not None:
+                    break
+                now = time.time()
+                if current is not None and now - started > per_test_timeout:
+                    killed_for = f"timed out after {per_test_timeout:.0f} s (infinite loop or deadlock?)"
+                elif now - t0 > suite_timeout:
+                    killed_for = f"the assignment's suite ran past its {suite_timeout:.0f} s limit"
+                if killed_for:
+                    _kill_group(proc)
+                    proc.wait()
+                    break
+                time.sleep(0.1)
+            recs, offset, _ = read_records(channel, key.encode(), offset)  # records written just before exit
+            for r in recs:
+                if r["type"] == "result" and r["nodeid"] in tests:
+                    t = tests[r["nodeid"]]
+                    t.status, t.score, t.reason, t.duration, t.extra = r["status"], min(float(r["score"]), t.max_score), r["reason"], r["duration"], r.get("extra", {})
+                    done.add(r["nodeid"])
+                    current = None if current == r["nodeid"] else current
+                elif r["type"] == "done":
+                    finished = True
+            _kill_group(proc)  # threads or children the suite left running
+            text = log.text()
+            logs.append(f"===== attempt {attempt + 1} (exit {proc.returncode}) =====\n{text}")
+            if finished and not killed_for:
+                break
+            if not order:
+                result.error = "the graded suite could not be collected: " + _last_lines(text)
+                break
+            reason = crash_reason(proc.returncode, text, killed_for)
+            victim = current or next((n for n in order if n not in done), None)
+            if victim is not None:
+                tests[victim].status, tests[victim].score, tests[victim].reason = "failed", 0.0, reason
+                done.add(victim)
+            result.error = reason
+            result.restarts = attempt + 1
+            if time.time() - t0 > suite_timeout:
+                break
+    for n in order:
+        if n not in done:
+            tests[n].reason = f"not run: {result.error or 'the suite stopped early'}"
+    result.tests = [tests[n] for n in order]
+    result.duration = round(time.time() - t0, 2)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / f"{name}.log").write_text("\n".join(logs))
+    return result
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])[:400]
+
+
+def collect(name: str) -> list[dict]:
+    """The graded tests of one assignment (nodeid, name, points, tier), without running them."""
+    key = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
+        channel = Path(tmp) / "channel.jsonl"
+        channel.touch()
+        proc = subprocess.run(_pytest_cmd(SUITES_DIR / name, ["--collect-only"]), cwd=tmp,
+                              env=_suite_env(REPO_ROOT / "solutions", channel, key), capture_output=True, text=True,
+                              timeout=300)
+        recs, _, _ = read_records(channel, key.encode())
+    for r in recs:
+        if r["type"] == "collected":
+            return r["tests"]
+    raise RuntimeError(f"could not collect the {name} suite: {_last_lines(proc.stdout + proc.stderr)}")

@@ -1,0 +1,116 @@
+"""GPU: correctness in bf16 on CUDA, and speed as ratios against transformers on the same GPU.
+
+Speed tests time whole generate() calls (prefill + 32 greedy decode steps, ignore_eos) on
+random weights shaped like Qwen2.5-0.5B (data/models/bench-qwen2.5-0.5b.json) in bf16:
+  * cache_vs_recompute_{1k,4k}: transformers without its cache (recomputing every step) over
+    the student's cached generate: the speedup caching buys;
+  * vs_transformers: transformers' cached generate over the student's.
+Points per ratio: autograder/grading.toml [assignments.kv_cache.speed]. Every timed output is
+checked: the right number of tokens, and the first token equal to transformers' greedy choice
+(or within a bf16 near-tie of it).
+"""
+import pytest
+import torch
+
+from autograder import timing
+from autograder.checks import assert_close
+from autograder.models import model_path
+
+from kv_common import random_prompt
+
+NEW_TOKENS = 32
+
+
+@pytest.mark.gpu
+@pytest.mark.points(2)
+def test_cuda_bf16_decode_logits(kv, rng):
+    """On CUDA in bf16, cached decode logits match transformers' fp32 forward (relative norm 3e-2)."""
+    from transformers import AutoModelForCausalLM
+
+    path = model_path("tiny-llama")
+    model = kv.model.load_model(path, dtype=torch.bfloat16, device="cuda")
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).cuda().eval()
+    B, n, steps = 3, 37, 9
+    ids = torch.tensor([random_prompt(rng, n + steps, model.config.vocab_size) for _ in range(B)], device="cuda")
+    pos = torch.arange(n + steps, device="cuda")[None].expand(B, -1)
+    caches = model.allocate_kv_caches(B, n + steps)
+    with torch.no_grad():
+        outs = [model(ids[:, :n], pos[:, :n], caches)[:, -1:]]
+        for t in range(n, n + steps):
+            outs.append(model(ids[:, t:t + 1], pos[:, t:t + 1], caches))
+        want = hf(ids).logits[:, n - 1:]
+    assert_close(torch.cat(outs, 1), want, what="CUDA bf16 logits", atol=0.15, rtol=0.05, rel_norm=3e-2)
+
+
+class _Bench:
+    """The benchmark model, loaded once per test process, for both contenders."""
+
+    _cache: dict = {}
+
+    @classmethod
+    def models(cls, kv):
+        if "ours" not in cls._cache:
+            from transformers import AutoModelForCausalLM
+
+            path = model_path("bench-qwen2.5-0.5b")
+            cls._cache["hf"] = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda().eval()
+            cls._cache["ours"] = kv.model.load_model(path, dtype=torch.bfloat16, device="cuda")
+        return cls._cache["ours"], cls._cache["hf"]
+
+
+def _speed(kv, grade, context: int, batch: int, key: str, baseline_uses_cache: bool):
+    ours, hf = _Bench.models(kv)
+    vocab = ours.config.vocab_size
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
+    params = kv.sampling.SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+
+    def make_inputs(trial):
+        prompts = [random_prompt(gen, context, vocab) for _ in range(batch)]
+        ids = torch.tensor(prompts, device="cuda")
+        with torch.no_grad():
+            top2 = hf(ids, logits_to_keep=1).logits[:, -1].float().topk(2, dim=-1)
+        return prompts, ids, top2
+
+    def student(inp):
+        return kv.generate.generate(ours, inp[0], params)
+
+    def baseline(inp):
+        with torch.no_grad():
+            out = hf.generate(inp[1], attention_mask=torch.ones_like(inp[1]), max_new_tokens=NEW_TOKENS,
+                              min_new_tokens=NEW_TOKENS, do_sample=False, use_cache=baseline_uses_cache, pad_token_id=0)
+        return [row[context:].tolist() for row in out]
+
+    def check(inp, out):
+        top2 = inp[2]
+        assert len(out) == batch and all(len(o) == NEW_TOKENS for o in out), "wrong number of tokens in the timed run"
+        for b, o in enumerate(out):
+            first, (v, i) = o[0], (top2.values[b], top2.indices[b])
+            ok = first == int(i[0]) or (first == int(i[1]) and float(v[0] - v[1]) < 0.05)
+            assert ok, f"timed run: sequence {b} starts with {first}, greedy gives {int(i[0])}"
+
+    name = "transformers" + ("" if baseline_uses_cache else " (no cache)")
+    cmp = timing.compare({"student": student, name: baseline}, make_inputs, check, student="student", baseline=name,
+                         warmup=1, min_trials=5, max_trials=30, budget_s=45)
+    timing.record(grade, cmp, "kv_cache", key)
+    print(cmp.describe())
+
+
+@pytest.mark.speed
+@pytest.mark.points(2)
+def test_speed_cache_vs_recompute_1k(kv, grade):
+    """Cached generate against recompute-every-step, 8 prompts of 1,024 tokens, 32 new tokens."""
+    _speed(kv, grade, 1024, 8, "cache_vs_recompute_1k", baseline_uses_cache=False)
+
+
+@pytest.mark.speed
+@pytest.mark.points(2)
+def test_speed_cache_vs_recompute_4k(kv, grade):
+    """The same at 4,096 tokens (2 prompts): recompute grows with the context, the cache does not."""
+    _speed(kv, grade, 4096, 2, "cache_vs_recompute_4k", baseline_uses_cache=False)
+
+
+@pytest.mark.speed
+@pytest.mark.points(3)
+def test_speed_vs_transformers_generate(kv, grade):
+    """Cached generate against transformers' cached generate, 8 prompts of 1,024 tokens."""
+    _speed(kv, grade, 1024, 8, "vs_transformers", baseline_uses_cache=True)

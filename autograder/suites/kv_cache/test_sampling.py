@@ -1,0 +1,77 @@
+"""Sampling: top-k / top-p sets, frequencies, temperature 0, seeds."""
+import pytest
+import torch
+
+from autograder.models import model_path
+
+from kv_common import random_prompt
+
+
+def kept(kv, logits, k, p):
+    out = kv.sampling.apply_top_k_top_p(logits, k, p)
+    assert out.shape == logits.shape, f"apply_top_k_top_p returned shape {list(out.shape)}"
+    return torch.isfinite(out)
+
+
+@pytest.mark.points(2)
+def test_top_k_top_p_sets(kv, rng):
+    """Exactly the right tokens survive: top-k, then the smallest top-p nucleus, in shuffled vocab order."""
+    probs = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.05, 0.03, 0.02])
+    perm = torch.randperm(7, generator=rng)
+    logits = probs.log()[perm][None].repeat(2, 1)
+    original = logits.clone()
+
+    def want(n):  # vocab entry j holds probs[perm[j]], the (perm[j])-th most likely token
+        return (perm < n)[None].repeat(2, 1)
+
+    # no case sits on a boundary where fp32 rounding of the cumulative sum could decide
+    cases = [(0, 1.0, 7), (3, 1.0, 3), (0, 0.5, 2), (0, 0.64, 2), (0, 0.66, 3), (0, 0.39, 1), (0, 0.1, 1),
+             (2, 0.9, 2), (5, 0.75, 3), (-1, 0.85, 4)]
+    for k, p, n in cases:
+        got = kept(kv, logits, k, p)
+        assert torch.equal(got, want(n)), f"top_k={k}, top_p={p} on probs {probs.tolist()}: expected the {n} most likely tokens kept"
+    assert torch.equal(logits, original), "apply_top_k_top_p must not modify its input"
+    out = kv.sampling.apply_top_k_top_p(logits.clone(), 3, 1.0)
+    assert torch.equal(out[torch.isfinite(out)], logits[torch.isfinite(out)]), "kept logits must keep their values"
+
+
+@pytest.mark.points(2)
+def test_sampling_frequencies(kv, rng):
+    """20,000 draws follow the renormalised distribution after temperature, top-k and top-p."""
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    logits = torch.randn(1, 12, generator=rng) * 1.5
+    params = kv.sampling.SamplingParams(temperature=0.7, top_k=6, top_p=0.8, seed=seed)
+    n = 20000
+    gen = torch.Generator().manual_seed(seed)
+    toks = kv.sampling.sample(logits.repeat(n, 1), params, gen)
+    assert toks.shape == (n,) and toks.dtype == torch.int64, f"sample returned {toks.dtype} {list(toks.shape)}, expected int64 [{n}]"
+    # reference distribution, computed independently in float64
+    p = torch.softmax(logits[0].double() / 0.7, 0)
+    order = p.argsort(descending=True)
+    keep = torch.zeros(12, dtype=torch.bool)
+    total, top = 0.0, p[order[:6]] / p[order[:6]].sum()
+    for i, j in enumerate(order[:6]):
+        keep[j] = True
+        total += float(top[i])
+        if total >= 0.8:
+            break
+    want = torch.where(keep, p, torch.zeros_like(p))
+    want /= want.sum()
+    freq = torch.bincount(toks, minlength=12).double() / n
+    assert (freq[~keep] == 0).all(), f"tokens outside the top-k/top-p set were sampled: {(~keep).nonzero().flatten().tolist()}"
+    dev = (freq - want).abs().max()
+    assert dev < 0.02, f"sampled frequencies {freq.tolist()} differ from the distribution {want.tolist()} by {dev:.3f}"
+    greedy = kv.sampling.sample(logits.repeat(3, 1), kv.sampling.SamplingParams(temperature=0.0), None)
+    assert greedy.tolist() == [int(logits.argmax())] * 3, "temperature 0 must take the argmax"
+
+
+@pytest.mark.points(1)
+def test_seed_reproduces(kv, rng):
+    """The same seed gives the same tokens, another seed other tokens (temperature 1, batch of 2)."""
+    model = kv.model.load_model(model_path("tiny-qwen2"))
+    prompts = [random_prompt(rng, 5, model.config.vocab_size), random_prompt(rng, 8, model.config.vocab_size)]
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    run = lambda s: kv.generate.generate(model, prompts, kv.sampling.SamplingParams(temperature=1.0, max_tokens=16, seed=s, ignore_eos=True))  # noqa: E731
+    a, b, c = run(seed), run(seed), run(seed + 1)
+    assert a == b, "the same seed must give the same tokens"
+    assert a != c, "different seeds gave identical samples: is the seed used for every draw?"

@@ -1,0 +1,122 @@
+"""The speed harness every speed test and benchmark uses.
+
+    result = compare({"student": f, "vllm": g}, make_inputs, check, student="student", baseline="vllm")
+
+For each trial: fresh inputs (make_inputs(trial)); then every contender in a rotated order,
+each preceded by an L2 flush (a write of twice the device's L2), timed with CUDA events; the
+output of every timed call is checked (check(inputs, output) raises on a wrong answer). After
+`min_trials`, trials stop once every contender's interquartile range is within
+`spread` of its median, or at `max_trials` / `budget_s`. The figure is a ratio of medians,
+baseline / student (above 1: the student is faster), recorded with GPU, driver and versions.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from . import config, environment
+
+
+@dataclass
+class Timing:
+    name: str
+    median_ms: float
+    iqr_ms: float
+    samples: int
+    all_ms: list[float] = field(repr=False, default_factory=list)
+
+
+@dataclass
+class Comparison:
+    timings: dict[str, Timing]
+    student: str
+    baseline: str
+    environment: dict
+
+    @property
+    def ratio(self) -> float:
+        """baseline time / student time: 1.25 means the student is 25% faster."""
+        return self.timings[self.baseline].median_ms / self.timings[self.student].median_ms
+
+    @property
+    def needs_review(self) -> bool:
+        return self.ratio > config.review_ratio()
+
+    def describe(self) -> str:
+        parts = [f"{n} {t.median_ms:.3f} ms (IQR {t.iqr_ms:.3f}, n={t.samples})" for n, t in self.timings.items()]
+        flag = "  [ratio above review threshold: check the baseline and the submission]" if self.needs_review else ""
+        return f"{self.ratio:.3f}x {self.baseline}: " + "; ".join(parts) + flag
+
+    def to_dict(self) -> dict:
+        return {"ratio": self.ratio, "student": self.student, "baseline": self.baseline,
+                "timings": {k: {kk: vv for kk, vv in asdict(v).items() if kk != "all_ms"} for k, v in self.timings.items()},
+                "environment": self.environment}
+
+
+class L2Flusher:
+    def __init__(self, device: torch.device):
+        l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * 2**20) or 50 * 2**20
+        self.buf = torch.empty(2 * l2 // 4 + 1, dtype=torch.int32, device=device)
+
+    def __call__(self) -> None:
+        self.buf.fill_(0x5A5A)
+
+
+def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], Any],
+            check: Callable[[Any, Any], None] | None, *, student: str, baseline: str,
+            warmup: int = 3, min_trials: int = 10, max_trials: int = 200, spread: float = 0.05,
+            budget_s: float = 60.0, device: str = "cuda") -> Comparison:
+    if not torch.cuda.is_available():
+        raise RuntimeError("timing needs a CUDA GPU")
+    dev = torch.device(device)
+    flush = L2Flusher(dev)
+    names = list(fns)
+    inputs = make_inputs(-1)
+    for _ in range(warmup):  # compile, autotune, allocate, create handles
+        for n in names:
+            out = fns[n](inputs)
+            if check is not None:
+                check(inputs, out)
+    torch.cuda.synchronize(dev)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    t0 = time.time()
+    for trial in range(max_trials):
+        inputs = make_inputs(trial)
+        order = names[trial % len(names):] + names[:trial % len(names)]
+        for n in order:
+            flush()
+            start.record()
+            out = fns[n](inputs)
+            stop.record()
+            stop.synchronize()
+            samples[n].append(start.elapsed_time(stop))
+            if check is not None:
+                check(inputs, out)  # the timed output itself is checked
+        if trial + 1 >= min_trials:
+            settled = all(_iqr(s) <= spread * statistics.median(s) for s in samples.values())
+            if settled or time.time() - t0 > budget_s:
+                break
+    timings = {n: Timing(n, statistics.median(s), _iqr(s), len(s), s) for n, s in samples.items()}
+    return Comparison(timings, student, baseline, environment.describe())
+
+
+def _iqr(xs: list[float]) -> float:
+    if len(xs) < 4:
+        return float("inf")
+    q = statistics.quantiles(xs, n=4)
+    return q[2] - q[0]
+
+
+def record(grade, cmp: Comparison, assignment: str, key: str) -> float:
+    """Turn a comparison into the test's share of points (grading.toml) and record the figures."""
+    scale = config.speed_scale(assignment, key)
+    frac = scale.fraction(cmp.ratio)
+    grade.extra.update(cmp.to_dict())
+    grade.extra["needs_review"] = cmp.needs_review
+    grade.fraction(frac, cmp.describe())
+    return frac

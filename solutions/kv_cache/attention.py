@@ -1,0 +1,112 @@
+"""Grouped-query attention that reads and writes the KV cache.
+
+Shapes:
+    hidden     [batch, T, hidden_size]            T = prompt length in prefill, 1 in decode
+    q          [batch, num_heads, T, head_dim]
+    k, v       [batch, num_kv_heads, S, head_dim] S = tokens visible (cache length after append)
+    kv_valid   [batch, S] bool                    False at left-padding slots
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .kv_cache import KVCache
+from .rope import apply_rotary, inv_frequencies, rotary_cos_sin
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Expand KV heads for grouped-query attention.
+
+    x: [batch, num_kv_heads, S, head_dim] -> [batch, num_kv_heads * n_rep, S, head_dim]
+    Query head h reads KV head h // n_rep: heads 0..n_rep-1 share KV head 0, and so on
+    (the mapping of Llama, Qwen2, vLLM and transformers).
+    """
+    # BEGIN SOLUTION hint: each KV head is repeated n_rep times in a row (repeat_interleave on dim 1, or expand + reshape)
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+    # END SOLUTION
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_valid: torch.Tensor | None,
+           scale: float) -> torch.Tensor:
+    """Causal scaled-dot-product attention of T new queries over S keys, S >= T.
+
+    The T queries are the *last* T tokens of the S visible ones: query t sits at slot
+    S - T + t and may see key slot s iff s <= S - T + t and kv_valid[b, s].
+
+    Args:
+        q: [batch, num_heads, T, head_dim]
+        k, v: [batch, num_kv_heads, S, head_dim]; num_heads is a multiple of num_kv_heads
+        kv_valid: [batch, S] bool, or None (all valid)
+        scale: multiply q.k by this (1 / sqrt(head_dim))
+    Returns:
+        [batch, num_heads, T, head_dim] in q's dtype. Compute scores, softmax and the weighted
+        sum in float32. A query that sees no key at all (a padding query) returns zeros, not NaN.
+    """
+    # BEGIN SOLUTION hint: scores in fp32 = scale * q @ k^T over repeat_kv'd heads; mask with -inf; softmax; NaN rows -> 0; @ v
+    T, S = q.shape[2], k.shape[2]
+    n_rep = q.shape[1] // k.shape[1]
+    k = repeat_kv(k, n_rep).float()
+    v = repeat_kv(v, n_rep).float()
+    scores = torch.matmul(q.float(), k.transpose(-1, -2)) * scale          # [B, H, T, S]
+    q_slot = torch.arange(S - T, S, device=q.device)[:, None]
+    visible = torch.arange(S, device=q.device)[None, :] <= q_slot           # [T, S] causal
+    if kv_valid is not None:
+        visible = visible[None, None] & kv_valid[:, None, None, :]           # [B, 1, T, S]
+    scores = scores.masked_fill(~visible, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)                    # rows with no key -> 0
+    return torch.matmul(probs, v).to(q.dtype)
+    # END SOLUTION
+
+
+class Attention(nn.Module):
+    """One layer's self-attention. Parameter names match transformers' checkpoints."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim ** -0.5
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+        self.register_buffer("inv_freq", inv_frequencies(self.head_dim, config.rope_theta, config.rope_scaling),
+                             persistent=False)
+
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+                kv_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention for T new tokens.
+
+        Args:
+            hidden: [batch, T, hidden_size]
+            positions: [batch, T] int64, each new token's position in its own sequence (RoPE).
+            cache: this layer's KVCache, or None to attend over the T tokens alone (no cache).
+                With a cache, the new K/V are appended and the queries attend over everything
+                in it; the new tokens are the last T of the cache.
+            kv_valid: [batch, S] bool over the S = (cache length after append, or T) visible
+                slots; None means all valid.
+        Returns:
+            [batch, T, hidden_size]
+
+        Steps: project q, k, v and split heads ([batch, heads, T, head_dim]); rotate q and k
+        with rotary_cos_sin(positions, self.inv_freq, dtype) and apply_rotary (k is stored in
+        the cache already rotated); append to the cache; attend(); merge heads; o_proj.
+        """
+        # BEGIN SOLUTION hint: q/k/v projections -> [B, heads, T, D]; RoPE at `positions`; cache.append; attend; o_proj
+        B, T, _ = hidden.shape
+        q = self.q_proj(hidden).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hidden).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = rotary_cos_sin(positions, self.inv_freq, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        out = attend(q, k, v, kv_valid, self.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+        # END SOLUTION
