@@ -102,3 +102,16 @@ def load(assignment: str, module: str | None = None):
 def copy_tree(src: Path, dst: Path) -> None:
     """Copy an implementation folder (used by tooling tests that build mutant submissions)."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+
+
+class Modules:
+    """`Modules("kv_cache").attention` imports kv_cache.attention from the code under test on
+    first use, so a broken file costs only the tests that use it."""
+
+    def __init__(self, assignment: str, aliases: dict[str, str] | None = None):
+        self._assignment, self._aliases = assignment, aliases or {}
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return load(self._assignment, self._aliases.get(name, name))

@@ -65,3 +65,23 @@ def test_printing_a_flood_is_harmless(submission, tmp_path):
     result = run_assignment("kv_cache", sub, keyword="append_prefill", log_dir=tmp_path)
     assert result.tests[0].status == "passed"
     assert (tmp_path / "kv_cache.log").stat().st_size < 2_000_000
+
+
+def test_one_broken_assignment_leaves_the_others_graded(submission, tmp_path):
+    """kv_cache dies at import (os._exit in the module body); block_manager is still graded in full."""
+    import json
+    import subprocess
+    import sys
+
+    from autograder import REPO_ROOT
+
+    sub = submission({"kv_cache/kv_cache.py": [("import torch\n", "import torch\nimport os\nos._exit(1)\n")]})
+    r = subprocess.run([sys.executable, "-m", "autograder", "grade", "--impl", str(sub), "--out", str(tmp_path / "out"), "-q",
+                        "-k", "bytes_real or append_prefill or chained or slot_mapping"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "grade.json").read_text())
+    kv, bm = report["assignments"]
+    assert kv["name"] == "kv_cache" and all(t["status"] == "failed" for t in kv["tests"])
+    assert all("exited with code 1" in t["reason"] or "not run" in t["reason"] for t in kv["tests"]), kv["tests"]
+    assert bm["name"] == "block_manager" and [t["status"] for t in bm["tests"]] == ["passed", "passed"]

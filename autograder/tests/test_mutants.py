@@ -42,11 +42,43 @@ KV_MUTANTS = {
 }
 
 
+BM = "block_manager/"
+BLOCK_MUTANTS = {
+    "whole_prompt_served_from_cache": (
+        {BM + "kv_cache_manager.py": [("block_hashes(token_ids[:len(token_ids) - 1], self.block_size)",
+                                       "block_hashes(token_ids, self.block_size)")]},
+        "prefix_hit or random", ["test_prefix_hit_and_fully_cached_prompt", "test_random_operation_sequences"]),
+    "no_copy_on_write": (
+        {BM + "kv_cache_manager.py": [("return int(bool(seq.blocks) and partial and seq.blocks[-1].ref_cnt > 1)", "return 0")]},
+        "fork or random", ["test_fork_copy_on_write", "test_random_operation_sequences"]),
+    "blocks_needed_rounds_wrong": (
+        {BM + "kv_cache_manager.py": [("return -(-num_tokens // self.block_size)", "return num_tokens // self.block_size + 1")]},
+        "watermark or random", ["test_watermark_and_out_of_blocks", "test_random_operation_sequences"]),
+    "double_free_unchecked": (
+        {BM + "block_pool.py": [("            if drops[block.block_id] > block.ref_cnt:\n", "            if False:\n")]},
+        "misuse", ["test_misuse_raises_and_changes_nothing"]),
+    "evicted_block_stays_in_cache": (
+        {BM + "block_pool.py": [("                del self.cached_block_hash_to_block[block.block_hash]", "                pass")]},
+        "revive or random", ["test_cached_blocks_revive_and_evict_lru", "test_random_operation_sequences"]),
+    "revived_block_left_in_free_queue": (
+        {BM + "block_pool.py": [("            if block.ref_cnt == 0:\n                self.free_block_queue.remove(block)", "            if False:\n                pass")]},
+        "revive or random", ["test_cached_blocks_revive_and_evict_lru", "test_random_operation_sequences"]),
+    "hash_ignores_parent": (
+        {BM + "hashing.py": [('h.update(b"root" if parent_block_hash is None else parent_block_hash.to_bytes(8, "little"))', "pass")]},
+        "chained or random", ["test_chained_hashes"]),
+    "freed_block_put_at_front": (
+        {BM + "block.py": [("        block.prev_free_block, block.next_free_block = self.tail, None\n        if self.tail is not None:\n            self.tail.next_free_block = block\n        else:\n            self.head = block\n        self.tail = block",
+                            "        block.prev_free_block, block.next_free_block = None, self.head\n        if self.head is not None:\n            self.head.prev_free_block = block\n        else:\n            self.tail = block\n        self.head = block")]},
+        "queue or ref_counts", ["test_queue_order_remove_append", "test_allocate_free_and_ref_counts"]),
+}
+MUTANTS = {("kv_cache", k): v for k, v in KV_MUTANTS.items()} | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mutant", sorted(KV_MUTANTS))
-def test_kv_cache_mutant_loses_points(submission, mutant):
-    patches, keyword, must_fail = KV_MUTANTS[mutant]
-    result = run_assignment("kv_cache", submission(patches), keyword=keyword)
+@pytest.mark.parametrize("assignment,mutant", sorted(MUTANTS), ids=[f"{a}-{m}" for a, m in sorted(MUTANTS)])
+def test_mutant_loses_points(submission, assignment, mutant):
+    patches, keyword, must_fail = MUTANTS[(assignment, mutant)]
+    result = run_assignment(assignment, submission(patches), keyword=keyword)
     failed = {t.nodeid.split("::")[-1].split("[")[0] for t in result.tests if t.status == "failed"}
     missing = [t for t in must_fail if t not in failed]
     assert not missing, f"mutant {mutant} was not caught by {missing}; failed: {sorted(failed)}"

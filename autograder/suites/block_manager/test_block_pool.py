@@ -1,0 +1,68 @@
+"""BlockPool: allocation order, ref counts, free order, caching, eviction, misuse errors."""
+import pytest
+
+
+def free_ids(pool):
+    return [b.block_id for b in pool.free_block_queue.get_all_free_blocks()]
+
+
+@pytest.mark.points(2)
+def test_allocate_free_and_ref_counts(bm):
+    """Blocks come from the front with ref_cnt 1; freed blocks go to the back in the given order."""
+    pool = bm.block_pool.BlockPool(8)
+    a = pool.get_new_blocks(3)
+    assert [b.block_id for b in a] == [0, 1, 2] and all(b.ref_cnt == 1 for b in a)
+    assert pool.get_num_free_blocks() == 5
+    pool.touch([a[1]])
+    assert a[1].ref_cnt == 2, "touch() adds a reference"
+    pool.free_blocks([a[2], a[1], a[0]])
+    assert [b.ref_cnt for b in a] == [0, 1, 0] and free_ids(pool) == [3, 4, 5, 6, 7, 2, 0], \
+        "a block goes back to the free queue (at the back, in the order freed) only when its last reference is dropped"
+    pool.free_blocks([a[1]])
+    assert free_ids(pool) == [3, 4, 5, 6, 7, 2, 0, 1] and pool.get_num_free_blocks() == 8
+
+
+@pytest.mark.points(2)
+def test_misuse_raises_and_changes_nothing(bm):
+    """Double free, a block of another pool, more blocks than are free: BlockPoolError, state unchanged."""
+    Err = bm.block_pool.BlockPoolError
+    pool, other = bm.block_pool.BlockPool(4), bm.block_pool.BlockPool(4)
+    a = pool.get_new_blocks(2)
+    with pytest.raises(Err):
+        pool.get_new_blocks(3)
+    assert pool.get_num_free_blocks() == 2, "a failed allocation must not take blocks"
+    pool.free_blocks([a[0]])
+    with pytest.raises(Err):
+        pool.free_blocks([a[0]])
+    with pytest.raises(Err):
+        pool.free_blocks([a[1], a[1]])
+    assert a[1].ref_cnt == 1 and pool.get_num_free_blocks() == 3, "a rejected free must change nothing"
+    with pytest.raises(Err):
+        pool.free_blocks([other.get_new_blocks(1)[0]])
+    with pytest.raises(Err):
+        pool.free_blocks([bm.block.KVCacheBlock(1, ref_cnt=1)])  # same id, not this pool's object
+    assert pool.get_num_free_blocks() == 3
+
+
+@pytest.mark.points(2)
+def test_cached_blocks_revive_and_evict_lru(bm):
+    """A freed full block stays cached; touch() revives it; allocation evicts from the front."""
+    pool = bm.block_pool.BlockPool(4)
+    a, b = pool.get_new_blocks(2)
+    pool.cache_full_block(a, 111)
+    pool.cache_full_block(b, 222)
+    pool.free_blocks([b, a])  # queue: 2, 3, b(1), a(0)
+    assert pool.get_cached_block(111) is a and pool.get_cached_block(222) is b, "freed blocks stay cached"
+    pool.touch([a])
+    assert a.ref_cnt == 1 and pool.get_num_free_blocks() == 3 and a not in pool.free_block_queue.get_all_free_blocks(), \
+        "touch() on a cached free block takes it out of the free queue"
+    new = pool.get_new_blocks(3)  # 2, 3, then b: evicted
+    assert [x.block_id for x in new] == [2, 3, 1]
+    assert pool.get_cached_block(222) is None and b.block_hash is None, "an evicted block leaves the cache"
+    assert pool.get_cached_block(111) is a
+    dup = new[0]
+    pool.cache_full_block(dup, 111)  # identical block computed twice: the first stays in the map
+    assert pool.get_cached_block(111) is a
+    pool.free_blocks([dup])
+    pool.get_new_blocks(1)
+    assert pool.get_cached_block(111) is a, "evicting a duplicate must not drop the original's entry"

@@ -1,0 +1,34 @@
+"""hash_block_tokens: chained, deterministic, sensitive to every token and to the parent."""
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.points(1)
+def test_chained_hashes(bm, rng):
+    """Same inputs, same hash; a different token or parent, a different hash; 64-bit ints."""
+    h = bm.hashing.hash_block_tokens
+    toks = [int(x) for x in __import__("torch").randint(0, 50000, (16,), generator=rng)]
+    a = h(None, toks)
+    assert isinstance(a, int) and 0 <= a < 2**64, "a block hash is a non-negative 64-bit int"
+    assert a == h(None, list(toks)), "hash must be deterministic"
+    assert h(a, toks) != a and h(a, toks) != h(a + 1, toks), "the parent hash must change the hash"
+    for i in (0, 7, 15):
+        other = list(toks)
+        other[i] += 1
+        assert h(None, other) != a, f"changing token {i} must change the hash"
+    assert h(None, toks[:8] + toks[8:]) == a and h(None, toks[1:] + toks[:1]) != a, "token order matters"
+
+
+@pytest.mark.points(1)
+def test_hash_is_stable_across_processes(bm):
+    """The prefix cache may be shared by processes: Python's randomised hash() will not do."""
+    from autograder.impl import root
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from block_manager.hashing import hash_block_tokens as h; "
+            "print(h(None, [1, 2, 3]), h(12345, [4, 5]))")
+    outs = {subprocess.run([sys.executable, "-c", code, str(root())], capture_output=True, text=True, timeout=120,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout for seed in (1, 2)}
+    assert len(outs) == 1 and outs.pop().strip() == f"{bm.hashing.hash_block_tokens(None, [1, 2, 3])} {bm.hashing.hash_block_tokens(12345, [4, 5])}", \
+        "hash_block_tokens differs between processes (Python's hash() of a str or bytes is randomised per process)"

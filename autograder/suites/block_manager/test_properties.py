@@ -1,0 +1,126 @@
+"""Random operation sequences (hypothesis) against invariants, with a model of the KV memory.
+
+Every slot the manager hands out is "written" with the token it was given for (after applying
+pending copy-on-write copies), and after every step every sequence must read its own tokens
+back through its block table. This catches a wrong slot, a block written by two owners, a
+missed copy, a prefix hit on the wrong content, and a stale cached block, whatever the cause.
+"""
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from autograder.impl import load
+
+BS = 4
+NUM_BLOCKS = 12
+
+
+class ManagerMachine(RuleBasedStateMachine):
+    @initialize(caching=st.booleans())
+    def setup(self, caching):
+        mod = load("block_manager", "kv_cache_manager")
+        self.m = mod.KVCacheManager(NUM_BLOCKS, BS, enable_prefix_caching=caching, watermark=0)
+        self.memory: dict[int, int] = {}     # slot -> token written there
+        self.tokens: dict[str, list[int]] = {}
+        self.next_id = 0
+
+    def _write(self, seq, start, slots):
+        for src, dst in self.m.take_copies():
+            for off in range(BS):
+                if src * BS + off in self.memory:
+                    self.memory[dst * BS + off] = self.memory[src * BS + off]
+        toks = self.tokens[seq]
+        assert len(slots) == len(toks) - start, f"{len(slots)} slots for {len(toks) - start} new tokens"
+        table = self.m.get_block_table(seq)
+        for i, s in enumerate(slots, start):
+            assert s == table[i // BS] * BS + i % BS, f"slot {s} for token {i} does not follow the block table {table}"
+            owner = self.m.pool.blocks[s // BS]
+            assert owner.ref_cnt == 1, f"slot {s} is in block {s // BS} shared by {owner.ref_cnt} sequences: writing it corrupts the others"
+            self.memory[s] = toks[i]
+
+    @rule(length=st.integers(1, 14), alphabet=st.integers(1, 3))
+    def admit(self, length, alphabet):
+        seq = f"s{self.next_id}"
+        self.next_id += 1
+        toks = [(i * 7) % (alphabet + 1) for i in range(length)]  # small alphabets make prefix hits
+        self.tokens[seq] = toks
+        alloc = self.m.allocate(seq, toks)
+        if alloc is None:
+            del self.tokens[seq]
+            return
+        assert alloc.num_computed_tokens % BS == 0 and alloc.num_computed_tokens < length
+        self._write(seq, alloc.num_computed_tokens, alloc.slot_mapping)
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data(), n=st.integers(1, 6), tok=st.integers(0, 3))
+    def append(self, data, n, tok):
+        seq = data.draw(st.sampled_from(sorted(self.tokens)))
+        start = len(self.tokens[seq])
+        table = self.m.get_block_table(seq)
+        cow = int(start % BS != 0 and self.m.pool.blocks[table[-1]].ref_cnt > 1)
+        need = -(-(start + n) // BS) - len(table) + cow
+        free = self.m.get_num_free_blocks()
+        slots = self.m.append_slots(seq, [tok] * n)
+        if slots is None:
+            assert self.m.num_tokens(seq) == start, "a refused append_slots must change nothing"
+            assert need > free, f"append_slots refused {n} tokens although {free} free blocks cover the {need} needed"
+            return
+        self.tokens[seq] += [tok] * n
+        self._write(seq, start, slots)
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def fork(self, data):
+        parent = data.draw(st.sampled_from(sorted(self.tokens)))
+        child = f"s{self.next_id}"
+        self.next_id += 1
+        self.m.fork(parent, child)
+        self.tokens[child] = list(self.tokens[parent])
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def free(self, data):
+        seq = data.draw(st.sampled_from(sorted(self.tokens)))
+        self.m.free(seq)
+        del self.tokens[seq]
+
+    @invariant()
+    def pool_accounting(self):
+        if not hasattr(self, "m"):
+            return
+        blocks = self.m.pool.blocks
+        refs = {}
+        for seq in self.tokens:
+            for b in self.m.get_block_table(seq):
+                refs[b] = refs.get(b, 0) + 1
+        for b in blocks:
+            assert b.ref_cnt == refs.get(b.block_id, 0), f"block {b.block_id}: ref_cnt {b.ref_cnt}, used by {refs.get(b.block_id, 0)} sequences"
+        in_use = sum(1 for b in blocks if b.ref_cnt > 0)
+        assert self.m.get_num_free_blocks() + in_use == NUM_BLOCKS, "free + used != total"
+
+    @invariant()
+    def every_sequence_reads_its_own_tokens(self):
+        if not hasattr(self, "m"):
+            return
+        for seq, toks in self.tokens.items():
+            table = self.m.get_block_table(seq)
+            assert len(table) == -(-len(toks) // BS), f"{seq}: {len(toks)} tokens in {len(table)} blocks"
+            got = [self.memory.get(table[i // BS] * BS + i % BS) for i in range(len(toks))]
+            assert got == toks, f"{seq} reads back {got}, wrote {toks} (block table {table})"
+
+    def teardown(self):
+        if hasattr(self, "m"):
+            for seq in list(self.tokens):
+                self.m.free(seq)
+            assert self.m.get_num_free_blocks() == NUM_BLOCKS, "freeing every sequence must return the pool to full"
+
+
+@pytest.mark.points(4)
+def test_random_operation_sequences(bm):
+    """200 random programs of admit / append / fork / free keep every invariant."""
+    bm.kv_cache_manager  # import errors surface here, with the file and line
+    machine = ManagerMachine
+    machine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None, derandomize=False,
+                                         suppress_health_check=list(HealthCheck), database=None)
+    machine.TestCase().runTest()
