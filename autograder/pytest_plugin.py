@@ -129,6 +129,9 @@ def short_reason(exc: BaseException) -> str:
     """One line a student can act on: the exception type and the first line of its message."""
     name = type(exc).__name__
     msg = str(exc).strip()
+    marker = msg.find("not implemented: ")
+    if marker >= 0:  # a stub inside a Triton kernel: the message is wrapped in a compiler/interpreter error
+        return msg[marker:].splitlines()[0].rstrip("')\"")[:400]
     if name == "AssertionError":
         msg = msg.split("\nassert ")[0]  # drop pytest's rewritten expression
     first = msg.splitlines()[0] if msg else ""

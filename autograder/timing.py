@@ -4,7 +4,13 @@
 
 For each trial: fresh inputs (make_inputs(trial)); then every contender in a rotated order,
 each preceded by an L2 flush (a write of twice the device's L2), timed with CUDA events; the
-output of every timed call is checked (check(inputs, output) raises on a wrong answer). After
+output of every timed call is checked (check(inputs, output) raises on a wrong answer).
+
+device_time=True (kernels): after the flush the GPU is held by a short spin
+(torch.cuda._sleep) long enough for the host to enqueue the call, so the events measure the
+GPU time of the call's kernels, not Python's launch overhead; that is what a CUDA-graph
+engine pays. A contender that syncs with the host inside its call still pays for it.
+device_time=False (end-to-end, e.g. generate()): host overhead is part of the answer. After
 `min_trials`, trials stop once every contender's interquartile range is within
 `spread` of its median, or at `max_trials` / `budget_s`. The figure is a ratio of medians,
 baseline / student (above 1: the student is faster), recorded with GPU, driver and versions.
@@ -66,22 +72,39 @@ class L2Flusher:
         self.buf.fill_(0x5A5A)
 
 
+def _cycles_per_us(dev) -> float:
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(1000)
+    a.record()
+    torch.cuda._sleep(2_000_000)
+    b.record()
+    b.synchronize()
+    return 2_000_000 / (a.elapsed_time(b) * 1e3)
+
+
 def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], Any],
             check: Callable[[Any, Any], None] | None, *, student: str, baseline: str,
             warmup: int = 3, min_trials: int = 10, max_trials: int = 200, spread: float = 0.05,
-            budget_s: float = 60.0, device: str = "cuda") -> Comparison:
+            budget_s: float = 60.0, device: str = "cuda", device_time: bool = True) -> Comparison:
     if not torch.cuda.is_available():
         raise RuntimeError("timing needs a CUDA GPU")
     dev = torch.device(device)
     flush = L2Flusher(dev)
     names = list(fns)
     inputs = make_inputs(-1)
-    for _ in range(warmup):  # compile, autotune, allocate, create handles
+    host_s = 0.0
+    for w in range(max(warmup, 2)):  # compile, autotune, allocate, create handles
         for n in names:
+            torch.cuda.synchronize(dev)
+            t = time.perf_counter()
             out = fns[n](inputs)
+            if w == max(warmup, 2) - 1:  # the last round, after compilation: how long the host takes to enqueue
+                host_s = max(host_s, time.perf_counter() - t)
             if check is not None:
                 check(inputs, out)
     torch.cuda.synchronize(dev)
+    hold_us = min(2 * host_s * 1e6 + 50, 20_000)  # capped: a call that needs more is host-bound anyway
+    hold = int(hold_us * _cycles_per_us(dev)) if device_time else 0
     samples: dict[str, list[float]] = {n: [] for n in names}
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     t0 = time.time()
@@ -90,6 +113,8 @@ def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], A
         order = names[trial % len(names):] + names[:trial % len(names)]
         for n in order:
             flush()
+            if hold:
+                torch.cuda._sleep(hold)  # the GPU waits here while the host enqueues the call
             start.record()
             out = fns[n](inputs)
             stop.record()
@@ -102,7 +127,8 @@ def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], A
             if settled or time.time() - t0 > budget_s:
                 break
     timings = {n: Timing(n, statistics.median(s), _iqr(s), len(s), s) for n, s in samples.items()}
-    return Comparison(timings, student, baseline, environment.describe())
+    env = dict(environment.describe(), timing="device time (launch overhead hidden)" if device_time else "host + device time")
+    return Comparison(timings, student, baseline, env)
 
 
 def _iqr(xs: list[float]) -> float:

@@ -12,20 +12,37 @@ Order of preference:
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import Baseline, _cuda, register
 
 
+@functools.cache
+def _one(device: torch.device) -> torch.Tensor:
+    """The k_scale / v_scale tensors vLLM's ops take, made once: building them per call would be
+    a synchronous host-to-device copy inside the timed region."""
+    return torch.ones((), dtype=torch.float32, device=device)
+
+
+def _has_op(namespace: str, name: str) -> bool:
+    try:
+        return hasattr(getattr(torch.ops, namespace), name)
+    except Exception:  # noqa: BLE001 - an unregistered op namespace raises RuntimeError on some torch versions
+        return False
+
+
 def _ops():
-    """Import vllm._custom_ops if vLLM is installed; the ops may also be registered already."""
+    """Import vllm._custom_ops if vLLM is installed; its op library may also be loaded already
+    (torch.ops.load_library), which registers the same torch ops without the Python package."""
     try:
         import vllm._custom_ops  # noqa: F401
         import vllm
 
         return getattr(vllm, "__version__", "unknown")
     except ImportError:
-        if hasattr(torch.ops, "_C") and hasattr(torch.ops._C, "paged_attention_v2"):
+        if _has_op("_C", "paged_attention_v2"):
             return "op library only"
         raise
 
@@ -43,7 +60,7 @@ def paged_attention() -> Baseline:
     if (why := _cuda()):
         return Baseline(name, "", False, why)
     version = _version()
-    if version is not None and hasattr(torch.ops._C, "paged_attention_v2"):
+    if version is not None and _has_op("_C", "paged_attention_v2"):
         return Baseline(name, f"vLLM {version} CUDA paged_attention_v2", True, impl=PagedAttentionV2(), version=version)
     try:
         from vllm.v1.attention.ops.triton_unified_attention import unified_attention  # vLLM 0.25+
@@ -66,8 +83,7 @@ def reshape_and_cache() -> Baseline:
     version = _version()
     if version is None:
         return Baseline(name, "", False, "vLLM is not installed (pip install vllm, on a CUDA machine)")
-    ops = getattr(torch.ops, "_C_cache_ops", None)
-    if ops is None or not hasattr(ops, "reshape_and_cache_flash"):
+    if not _has_op("_C_cache_ops", "reshape_and_cache_flash"):
         return Baseline(name, "", False, f"vLLM {version} has no _C_cache_ops.reshape_and_cache_flash")
     return Baseline(name, f"vLLM {version} reshape_and_cache_flash", True, impl=ReshapeAndCacheFlash(), version=version)
 
@@ -92,10 +108,10 @@ class PagedAttentionV2:
         max_logits = torch.empty_like(exp_sums)
         tmp_out = torch.empty(num_seqs, num_heads, parts, head_size, dtype=query.dtype, device=query.device)
         block_size = v_native.shape[3]
-        one = torch.tensor(1.0, dtype=torch.float32, device=query.device)
+        one = _one(query.device)
         torch.ops._C.paged_attention_v2(
             out, exp_sums, max_logits, tmp_out, query, k_native, v_native, k_native.shape[1], scale,
-            block_tables, seq_lens, block_size, max_seq_len, None, "auto", one, one, 0, 0, 0, 0, 0)
+            block_tables, seq_lens, block_size, max_seq_len, None, "auto", one, one, 0, 0, 0, 64, 0)
         return out
 
 
@@ -119,5 +135,5 @@ class UnifiedAttention:
 
 class ReshapeAndCacheFlash:
     def __call__(self, key, value, key_cache, value_cache, slot_mapping):
-        one = torch.tensor(1.0, dtype=torch.float32, device=key.device)
+        one = _one(key.device)
         torch.ops._C_cache_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, "auto", one, one)

@@ -71,7 +71,32 @@ BLOCK_MUTANTS = {
                             "        block.prev_free_block, block.next_free_block = None, self.head\n        if self.head is not None:\n            self.head.prev_free_block = block\n        else:\n            self.tail = block\n        self.head = block")]},
         "queue or ref_counts", ["test_queue_order_remove_append", "test_allocate_free_and_ref_counts"]),
 }
-MUTANTS = {("kv_cache", k): v for k, v in KV_MUTANTS.items()} | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
+PA = "paged_attention/kernels.py"
+PA_MUTANTS = {
+    "off_by_one_on_the_last_token": (
+        {PA: [("end = tl.minimum(start + partition_size, seq_len)", "end = tl.minimum(start + partition_size, seq_len - 1)")]},
+        "decode_matches or split_k", ["test_decode_matches_reference", "test_split_k_matches_reference"]),
+    "tail_not_masked_in_softmax": (
+        {PA: [('s = tl.where(tmask[None, :], s * scale, float("-inf"))', "s = s * scale")]},
+        "decode_matches", ["test_decode_matches_reference"]),
+    "wrong_kv_head_for_query_head": (
+        {PA: [("head = kvh * QUERY_GROUP + g", "head = g * NUM_KV_HEADS + kvh")]},
+        "mapping or decode_matches", ["test_query_head_to_kv_head_mapping", "test_decode_matches_reference"]),
+    "scale_applied_twice": (
+        {PA: [('s = tl.where(tmask[None, :], s * scale, float("-inf"))', 's = tl.where(tmask[None, :], s * scale * scale, float("-inf"))')]},
+        "decode_matches", ["test_decode_matches_reference"]),
+    "softmax_without_max_subtraction": (
+        {PA: [("m_new = tl.maximum(m_i, tl.max(s, 1))", "m_new = tl.zeros_like(m_i)")]},
+        "large_logits", ["test_large_logits_need_the_max_subtracted"]),
+    "splits_reduced_without_rescaling": (
+        {PA: [("w = tl.where(smask, l * tl.exp(m - big), 0.0)", "w = tl.where(smask, l, 0.0)")]},
+        "split_k", ["test_split_k_matches_reference"]),
+    "block_and_offset_swapped_on_write": (
+        {PA: [("dst = (slot // BLOCK_SIZE) * stride_cb + (slot % BLOCK_SIZE) * stride_ct", "dst = (slot % BLOCK_SIZE) * stride_cb + (slot // BLOCK_SIZE) * stride_ct")]},
+        "given_slots", ["test_writes_exactly_the_given_slots"]),
+}
+MUTANTS = ({("kv_cache", k): v for k, v in KV_MUTANTS.items()} | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
+           | {("paged_attention", k): v for k, v in PA_MUTANTS.items()})
 
 
 @pytest.mark.slow

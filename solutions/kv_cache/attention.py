@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .kv_cache import KVCache
-from .rope import apply_rotary, inv_frequencies, rotary_cos_sin
+from .rope import apply_rotary
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -76,16 +76,16 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
-        self.register_buffer("inv_freq", inv_frequencies(self.head_dim, config.rope_theta, config.rope_scaling),
-                             persistent=False)
 
-    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
                 kv_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Attention for T new tokens.
 
         Args:
             hidden: [batch, T, hidden_size]
-            positions: [batch, T] int64, each new token's position in its own sequence (RoPE).
+            cos, sin: [batch, 1, T, head_dim], the RoPE angles of each new token's position in its
+                own sequence (the model computes them once per forward from `positions` with
+                rope.rotary_cos_sin, for all layers).
             cache: this layer's KVCache, or None to attend over the T tokens alone (no cache).
                 With a cache, the new K/V are appended and the queries attend over everything
                 in it; the new tokens are the last T of the cache.
@@ -95,15 +95,14 @@ class Attention(nn.Module):
             [batch, T, hidden_size]
 
         Steps: project q, k, v and split heads ([batch, heads, T, head_dim]); rotate q and k
-        with rotary_cos_sin(positions, self.inv_freq, dtype) and apply_rotary (k is stored in
-        the cache already rotated); append to the cache; attend(); merge heads; o_proj.
+        with apply_rotary (k is stored in the cache already rotated); append to the cache;
+        attend(); merge heads; o_proj.
         """
-        # BEGIN SOLUTION hint: q/k/v projections -> [B, heads, T, D]; RoPE at `positions`; cache.append; attend; o_proj
+        # BEGIN SOLUTION hint: q/k/v projections -> [B, heads, T, D]; apply_rotary(q and k, cos, sin); cache.append; attend; o_proj
         B, T, _ = hidden.shape
         q = self.q_proj(hidden).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(hidden).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(hidden).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = rotary_cos_sin(positions, self.inv_freq, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.append(k, v)

@@ -26,7 +26,7 @@ from torch import nn
 
 from .attention import Attention
 from .kv_cache import KVCache
-from .rope import inv_frequencies
+from .rope import inv_frequencies, rotary_cos_sin
 
 
 @dataclass
@@ -106,8 +106,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, positions, cache=None, kv_valid=None):
-        x = x + self.self_attn(self.input_layernorm(x), positions, cache, kv_valid)
+    def forward(self, x, cos, sin, cache=None, kv_valid=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, kv_valid)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -127,6 +127,8 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        # RoPE frequencies: float32 whatever the model's dtype, so not a buffer that .to(dtype) would cast
+        self.inv_freq = inv_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
 
     @property
     def device(self) -> torch.device:
@@ -146,8 +148,11 @@ class CausalLM(nn.Module):
         the full [batch, T, vocab] of a long prompt is gigabytes).
         """
         x = self.model.embed_tokens(input_ids)
+        if self.inv_freq.device != x.device:
+            self.inv_freq = self.inv_freq.to(x.device)
+        cos, sin = rotary_cos_sin(positions, self.inv_freq, x.dtype)  # once, for every layer
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, None if caches is None else caches[i], kv_valid)
+            x = layer(x, cos, sin, None if caches is None else caches[i], kv_valid)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.model.norm(x)).float()
@@ -202,10 +207,6 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype
         raise ValueError(f"{folder}: checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    for layer in model.model.layers:  # non-persistent buffers are still on meta
-        layer.self_attn.inv_freq = torch.empty(0)
     model = model.to(device=device, dtype=dtype).eval()
-    inv_freq = inv_frequencies(config.head_dim, config.rope_theta, config.rope_scaling).to(device)
-    for layer in model.model.layers:  # RoPE frequencies stay float32 whatever the model's dtype
-        layer.self_attn.inv_freq = inv_freq
+    model.inv_freq = inv_frequencies(config.head_dim, config.rope_theta, config.rope_scaling).to(device)
     return model

@@ -5,7 +5,10 @@ random weights shaped like Qwen2.5-0.5B (data/models/bench-qwen2.5-0.5b.json) in
   * cache_vs_recompute_{1k,4k}: transformers without its cache (recomputing every step) over
     the student's cached generate: the speedup caching buys;
   * vs_transformers: transformers' cached generate over the student's.
-Points per ratio: autograder/grading.toml [assignments.kv_cache.speed]. Every timed output is
+Eager decoding of a 0.5B model is launch-bound (about 30 ms per step on an H100, for
+transformers and the reference alike), so the cache's gain shows only where recomputing costs
+real compute: hence batch 8 at 1k and 4k. Points per ratio: autograder/grading.toml
+[assignments.kv_cache.speed]. Every timed output is
 checked: the right number of tokens, and the first token equal to transformers' greedy choice
 (or within a bf16 near-tie of it).
 """
@@ -68,8 +71,8 @@ def _speed(kv, grade, context: int, batch: int, key: str, baseline_uses_cache: b
         prompts = [random_prompt(gen, context, vocab) for _ in range(batch)]
         ids = torch.tensor(prompts, device="cuda")
         with torch.no_grad():
-            top2 = hf(ids, logits_to_keep=1).logits[:, -1].float().topk(2, dim=-1)
-        return prompts, ids, top2
+            logits = hf(ids, logits_to_keep=1).logits[:, -1].float()
+        return prompts, ids, logits
 
     def student(inp):
         return kv.generate.generate(ours, inp[0], params)
@@ -81,16 +84,19 @@ def _speed(kv, grade, context: int, batch: int, key: str, baseline_uses_cache: b
         return [row[context:].tolist() for row in out]
 
     def check(inp, out):
-        top2 = inp[2]
+        logits = inp[2]
         assert len(out) == batch and all(len(o) == NEW_TOKENS for o in out), "wrong number of tokens in the timed run"
         for b, o in enumerate(out):
-            first, (v, i) = o[0], (top2.values[b], top2.indices[b])
-            ok = first == int(i[0]) or (first == int(i[1]) and float(v[0] - v[1]) < 0.05)
-            assert ok, f"timed run: sequence {b} starts with {first}, greedy gives {int(i[0])}"
+            # bf16 kernels differ in rounding: the first token must be greedy up to a near-tie,
+            # a quarter of the logits' spread over the vocabulary (a random token is ~3 spreads down)
+            row = logits[b]
+            gap = float(row.max() - row[o[0]])
+            assert gap <= 0.25 * float(row.std()), \
+                f"timed run: sequence {b} starts with {o[0]}, {gap:.3g} below the greedy token {int(row.argmax())}"
 
     name = "transformers" + ("" if baseline_uses_cache else " (no cache)")
     cmp = timing.compare({"student": student, name: baseline}, make_inputs, check, student="student", baseline=name,
-                         warmup=1, min_trials=5, max_trials=30, budget_s=45)
+                         warmup=1, min_trials=5, max_trials=30, budget_s=45, device_time=False)
     timing.record(grade, cmp, "kv_cache", key)
     print(cmp.describe())
 
@@ -105,8 +111,8 @@ def test_speed_cache_vs_recompute_1k(kv, grade):
 @pytest.mark.speed
 @pytest.mark.points(2)
 def test_speed_cache_vs_recompute_4k(kv, grade):
-    """The same at 4,096 tokens (2 prompts): recompute grows with the context, the cache does not."""
-    _speed(kv, grade, 4096, 2, "cache_vs_recompute_4k", baseline_uses_cache=False)
+    """The same at 4,096 tokens (8 prompts): recompute grows with the context, the cache does not."""
+    _speed(kv, grade, 4096, 8, "cache_vs_recompute_4k", baseline_uses_cache=False)
 
 
 @pytest.mark.speed

@@ -1,0 +1,26 @@
+"""reshape_and_cache: every new token lands in its slot, -1 slots are skipped, nothing else changes."""
+import pytest
+import torch
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("dtype,block_size,head_size", [(torch.float32, 8, 64), (torch.float16, 16, 128),
+                                                        (torch.float32, 32, 128)], ids=["fp32-b8-d64", "fp16-b16-d128", "fp32-b32-d128"])
+def test_writes_exactly_the_given_slots(pa, rng, device, dtype, block_size, head_size):
+    num_blocks, Hkv, T = 6, 2, 13
+    kc = torch.full((num_blocks, block_size, Hkv, head_size), float("nan"), dtype=dtype)
+    vc = kc.clone()
+    slots = torch.randperm(num_blocks * block_size, generator=rng)[:T]
+    slots[torch.randperm(T, generator=rng)[:3]] = -1  # padding tokens: skipped
+    key = torch.randn(T, Hkv, head_size, generator=rng).to(dtype)
+    value = torch.randn(T, Hkv, head_size, generator=rng).to(dtype)
+    kc, vc, key, value, slots = (t.to(device) for t in (kc, vc, key, value, slots))
+    pa.kernels.reshape_and_cache(key, value, kc, vc, slots)
+    flat_k, flat_v = kc.view(-1, Hkv, head_size), vc.view(-1, Hkv, head_size)
+    live = slots >= 0
+    assert torch.equal(flat_k[slots[live]], key[live]), "keys not at their slots (block = slot // block_size, offset = slot % block_size)"
+    assert torch.equal(flat_v[slots[live]], value[live]), "values not at their slots"
+    untouched = torch.ones(flat_k.shape[0], dtype=torch.bool, device=device)
+    untouched[slots[live]] = False
+    assert torch.isnan(flat_k[untouched]).all() and torch.isnan(flat_v[untouched]).all(), \
+        "slots that no token maps to (and tokens with slot -1) must not be written"
