@@ -61,5 +61,5 @@ def _hf() -> Baseline:
                     True, impl=transformers, version=transformers.__version__)
 
 
-for _mod in ("vllm_kernels", "vllm_block_pool"):
+for _mod in ("vllm_kernels", "vllm_block_pool", "engines"):
     importlib.import_module(f"{__name__}.{_mod}")

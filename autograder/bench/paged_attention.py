@@ -42,7 +42,9 @@ def run(out: Path) -> int:
         return 1
     sys.path.insert(0, str(SUITES_DIR / "paged_attention"))
     from pa_bench import GRID, gpu_case, sample_rows
-    from pa_common import naive_torch, reference
+    from pa_common import reference
+
+    naive_torch = baselines.get("naive.paged_attention").impl
 
     k = load("paged_attention", "kernels")
     base = baselines.get("vllm.paged_attention")
