@@ -5,6 +5,8 @@ PY ?= python3
 VENV ?= .venv
 # The CPU wheel by default. On a CUDA machine: make setup TORCH_SPEC=torch (or use your own env and `pip install -e .`).
 TORCH_SPEC ?= torch==2.13.0
+# With the CPU torch, the Triton interpreter of the GPU machines (3.6.0), so CI tests what the GPU runs.
+TRITON_SPEC ?= triton==3.6.0
 IMPL ?= assignments
 OUT ?= results
 BIN := $(VENV)/bin
@@ -15,7 +17,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)"
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 

@@ -95,7 +95,26 @@ PA_MUTANTS = {
         {PA: [("dst = (slot // BLOCK_SIZE) * stride_cb + (slot % BLOCK_SIZE) * stride_ct", "dst = (slot % BLOCK_SIZE) * stride_cb + (slot // BLOCK_SIZE) * stride_ct")]},
         "given_slots", ["test_writes_exactly_the_given_slots"]),
 }
-MUTANTS = ({("kv_cache", k): v for k, v in KV_MUTANTS.items()} | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
+EN = "engine/"
+ENGINE_MUTANTS = {
+    "preempted_sequence_requeued_last": (
+        {EN + "scheduler.py": [("self.waiting.appendleft(seq)", "self.waiting.append(seq)")]},
+        "requeues", ["test_preemption_takes_the_newest_and_requeues_it_first"]),
+    "prefill_chunk_ignores_budget": (
+        {EN + "scheduler.py": [("n = min(seq.num_tokens - hit, budget)", "n = seq.num_tokens - hit")]},
+        "chunked or fcfs", ["test_chunked_prefill", "test_budget_seats_and_fcfs"]),
+    "chunk_positions_restart_at_0": (
+        {EN + "model_runner.py": [("pos += range(c, c + p.num_tokens)", "pos += range(p.num_tokens)")]},
+        "ragged or chunked", ["test_batch_of_ragged_prompts", "test_chunked_prefill"]),
+    "preemption_keeps_blocks": (
+        {EN + "scheduler.py": [("        self.running.remove(seq)\n        self.kv.free(seq.seq_id)\n        seq.num_computed_tokens = 0",
+                                "        self.running.remove(seq)\n        seq.num_computed_tokens = 0")]},
+        "preemption", ["test_preemption_by_recompute", "test_preemption_takes_the_newest_and_requeues_it_first"]),
+    "every_sequence_reads_the_first_block_table": (
+        {EN + "model_runner.py": [("blocks = inputs.block_tables[s, idx // bs].long()", "blocks = inputs.block_tables[0, idx // bs].long()")]},
+        "ragged", ["test_batch_of_ragged_prompts"]),
+}
+MUTANTS = ({("engine", k): v for k, v in ENGINE_MUTANTS.items()} | {("kv_cache", k): v for k, v in KV_MUTANTS.items()} | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
            | {("paged_attention", k): v for k, v in PA_MUTANTS.items()})
 
 

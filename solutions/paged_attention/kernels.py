@@ -39,8 +39,9 @@ def _reshape_and_cache_kernel(key_ptr, value_ptr, key_cache_ptr, value_cache_ptr
     """One program per token: copy its [num_kv_heads, head_size] K and V into its slot."""
     # BEGIN SOLUTION hint: slot = load(slot_ptr + t); skip if < 0; flatten (head, dim) into one arange; masked load, masked store
     t = tl.program_id(0)
-    slot = tl.load(slot_ptr + t).to(tl.int64)
     idx = tl.arange(0, HD_POW2)
+    # the token's slot, loaded across the tile: a scalar in a mask is rejected by newer interpreters
+    slot = tl.load(slot_ptr + t + idx * 0).to(tl.int64)
     h = idx // HEAD_SIZE
     d = idx % HEAD_SIZE
     mask = (idx < NUM_KV_HEADS * HEAD_SIZE) & (slot >= 0)

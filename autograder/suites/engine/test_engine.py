@@ -1,0 +1,106 @@
+"""The engine end to end on CPU: greedy outputs equal transformers.generate, under continuous
+batching, chunked prefill, preemption, mid-run arrivals and prefix caching; no block leaks."""
+import pytest
+import torch
+
+from engine_common import check_against_transformers, path, prompts
+
+GREEDY = dict(temperature=0.0, max_tokens=16, ignore_eos=True)
+
+
+def leak_check(llm):
+    kv = llm.engine.scheduler.kv
+    assert kv.get_num_free_blocks() == kv.pool.num_blocks, \
+        f"{kv.pool.num_blocks - kv.get_num_free_blocks()} KV blocks still held after every request finished (not freed?)"
+
+
+@pytest.mark.points(3)
+def test_batch_of_ragged_prompts(eng, rng):
+    """Five prompts of different lengths (one of 1 token) in one generate(): each equals transformers."""
+    llm = eng.llm.LLM(path(), max_model_len=96, num_kv_blocks=64, block_size=8)
+    ps = prompts(rng, [1, 9, 24, 37, 16])
+    outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
+    check_against_transformers(outs, ps, 16, "continuous batching")
+    assert all(o.finished and o.outputs[0].finish_reason == "length" for o in outs)
+    leak_check(llm)
+
+
+@pytest.mark.points(3)
+def test_preemption_by_recompute(eng, rng):
+    """A cache too small for all requests: sequences are preempted (counted) and still give the same tokens."""
+    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=17, block_size=4, max_num_batched_tokens=64)
+    ps = prompts(rng, [30, 12, 25, 40, 7])
+    outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
+    assert llm.engine.scheduler.num_preemptions > 0, "17 blocks of 4 cannot hold these requests at once: preemption must happen"
+    check_against_transformers(outs, ps, 16, "with preemption")
+    leak_check(llm)
+
+
+@pytest.mark.points(2)
+def test_chunked_prefill(eng, rng):
+    """A token budget of 8 per step splits long prompts into chunks; no step exceeds the budget."""
+    llm = eng.llm.LLM(path(), max_model_len=80, num_kv_blocks=64, block_size=8, max_num_batched_tokens=8)
+    ps = prompts(rng, [45, 3, 21])
+    outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
+    assert max(s.num_tokens for s in llm.engine.stats) <= 8, "a step scheduled more tokens than max_num_batched_tokens"
+    check_against_transformers(outs, ps, 16, "chunked prefill")
+    leak_check(llm)
+
+
+@pytest.mark.points(2)
+def test_requests_arriving_mid_run(eng, rng):
+    """Requests added while others are decoding join the running batch and give the same tokens."""
+    llm = eng.llm.LLM(path(), max_model_len=80, num_kv_blocks=64, block_size=8, max_num_seqs=4)
+    e = llm.engine
+    ps = prompts(rng, [10, 33, 5, 18, 27, 2])
+    params = eng.llm.SamplingParams(**GREEDY)
+    ids = [e.add_request(p, params) for p in ps[:2]]
+    for step in range(40):
+        if step in (3, 7, 8, 12):
+            ids.append(e.add_request(ps[len(ids)], params))
+        e.step()
+    while e.has_unfinished():
+        e.step()
+    assert max(s.num_running for s in e.stats) <= 4, "more than max_num_seqs sequences ran at once"
+    check_against_transformers([e.output(r) for r in ids], ps, 16, "mid-run arrivals")
+    leak_check(llm)
+
+
+@pytest.mark.points(2)
+def test_prefix_caching_saves_work(eng, rng):
+    """A second request sharing a 32-token prefix computes fewer tokens and gives the same output."""
+    llm = eng.llm.LLM(path(), max_model_len=96, num_kv_blocks=64, block_size=8)
+    shared = prompts(rng, [32])[0]
+    a, b = shared + prompts(rng, [5])[0], shared + prompts(rng, [9])[0]
+    params = eng.llm.SamplingParams(**GREEDY)
+    first = llm.generate([a], params)
+    computed_before = sum(s.num_tokens for s in llm.engine.stats)
+    second = llm.generate([b], params)
+    computed = sum(s.num_tokens for s in llm.engine.stats) - computed_before
+    assert computed <= len(b) - 32 + 16, f"the second request computed {computed} tokens: the 32 cached prefix tokens were recomputed"
+    check_against_transformers(first + second, [a, b], 16, "prefix caching")
+    leak_check(llm)
+
+
+@pytest.mark.points(1)
+def test_eos_streaming_and_seeds(eng, rng):
+    """EOS stops a request (finish_reason 'stop'); stream() yields the same tokens; a seed reproduces
+    sampled output whatever else is in the batch."""
+    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=64, block_size=8)
+    ps = prompts(rng, [6, 11])
+    free = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
+    eos = free[0].outputs[0].token_ids[4]
+    llm.model.config.eos_token_id = [eos]
+    stopped = llm.generate(ps[:1], eng.llm.SamplingParams(temperature=0.0, max_tokens=16))[0].outputs[0]
+    first = free[0].outputs[0].token_ids.index(eos)
+    assert list(stopped.token_ids) == free[0].outputs[0].token_ids[:first + 1] and stopped.finish_reason == "stop"
+    streamed = {0: [], 1: []}
+    for i, tok in llm.stream(ps, eng.llm.SamplingParams(**GREEDY)):
+        streamed[i].append(tok)
+    assert [streamed[0], streamed[1]] == [list(o.outputs[0].token_ids) for o in free], "stream() must yield generate()'s tokens"
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    sp = eng.llm.SamplingParams(temperature=1.0, max_tokens=12, seed=seed, ignore_eos=True)
+    alone = llm.generate(ps[:1], sp)[0].outputs[0].token_ids
+    crowded = llm.generate(ps[:1] + prompts(rng, [9, 30]), [sp, eng.llm.SamplingParams(temperature=1.0, max_tokens=5),
+                                                            eng.llm.SamplingParams(temperature=1.0, max_tokens=20)])
+    assert list(crowded[0].outputs[0].token_ids) == list(alone), "a seeded request must not depend on its batch companions"
