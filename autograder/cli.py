@@ -6,6 +6,7 @@ submission that scores 0 still exits 0; a grader that could not write its result
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,21 @@ def cmd_bench(args) -> int:
     return bench.main(args.assignment, impl.resolve(args.impl), Path(args.out))
 
 
+def cmd_grade_all(args) -> int:
+    from . import classroom
+
+    return classroom.grade_all(Path(args.submissions), Path(args.out), args.assignments, args.jobs, args.fresh, args.k)
+
+
+def cmd_gradescope(args) -> int:
+    from . import classroom
+
+    path = classroom.gradescope_zip(Path(args.out), args.assignments)
+    print(f"wrote {path}: upload it as the Gradescope autograder (Ubuntu image); it grades the submission folder "
+          "with the same CLI and writes results.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -101,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--brief", action="store_true", help="totals only, no per-test table")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(fn=cmd_grade)
+
+    s = sub.add_parser("grade-all", help="grade every submission (folder or zip) in a folder; writes gradebook.csv")
+    s.add_argument("submissions")
+    s.add_argument("assignments", nargs="*")
+    s.add_argument("--out", default=str(REPO_ROOT / "class-results"))
+    s.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="submissions graded at once")
+    s.add_argument("--fresh", action="store_true", help="regrade students already graded")
+    s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
+    s.set_defaults(fn=cmd_grade_all)
+
+    s = sub.add_parser("gradescope", help="build the Gradescope autograder zip")
+    s.add_argument("assignments", nargs="*")
+    s.add_argument("--out", default=str(REPO_ROOT / "autograder.zip"))
+    s.set_defaults(fn=cmd_gradescope)
 
     s = sub.add_parser("release", help="write assignments/ from solutions/ (fenced regions become stubs)")
     s.add_argument("--check", action="store_true", help="fail if assignments/ is out of date or a marker is left")

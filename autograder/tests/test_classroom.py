@@ -1,0 +1,41 @@
+"""grade-all over a class folder (resumable, gradebook.csv) and the Gradescope zip."""
+import csv
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from autograder import REPO_ROOT
+
+
+def test_grade_all_writes_a_gradebook_and_resumes(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copytree(REPO_ROOT / "solutions", subs / "alice", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.make_archive(str(subs / "bob"), "zip", REPO_ROOT / "assignments")
+    (subs / "notes.txt").write_text("not a submission")
+    cmd = [sys.executable, "-m", "autograder", "grade-all", str(subs), "kv_cache", "block_manager", "--out",
+           str(tmp_path / "out"), "--jobs", "2", "-k", "bytes_real or chained"]
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    rows = {row["student"]: row for row in csv.DictReader(open(tmp_path / "out" / "gradebook.csv"))}
+    assert set(rows) == {"alice", "bob"}
+    assert rows["alice"]["kv_cache"] == "1.0" and rows["alice"]["block_manager"] == "1.0" and rows["alice"]["total"] == "2.0"
+    assert rows["bob"]["total"] == "0.0" and rows["bob"]["status"] == "graded"
+    assert (tmp_path / "out" / "alice" / "results.json").exists()
+    again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert "2 already graded, 0 to grade" in again.stdout, again.stdout
+
+
+def test_gradescope_zip_has_the_entry_points_and_no_solutions(tmp_path):
+    out = tmp_path / "autograder.zip"
+    r = subprocess.run([sys.executable, "-m", "autograder", "gradescope", "kv_cache", "--out", str(out)], cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    names = zipfile.ZipFile(out).namelist()
+    assert "setup.sh" in names and "run_autograder" in names and "autograder/cli.py" in names
+    assert "autograder/suites/kv_cache/test_cache.py" in names and "data/models/tiny-qwen2.json" in names
+    assert not any(n.startswith(("solutions/", "assignments/")) for n in names), "the reference must not ship to students' graders"
+    run = zipfile.ZipFile(out).read("run_autograder").decode()
+    assert "--impl /autograder/submission --out /autograder/results" in run and "kv_cache" in run
+    assert (zipfile.ZipFile(out).getinfo("run_autograder").external_attr >> 16) & 0o111, "run_autograder must be executable"
