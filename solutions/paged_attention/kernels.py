@@ -243,10 +243,10 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sm
     are a few programs per multiprocessor, but keep every split at least a few hundred tokens
     (each split costs a partial output and a share of the reduction). 1 means: do not split.
     """
-    # BEGIN SOLUTION hint: no split once every SM has a program; else aim for ~4 per SM; at most max_seq_len // 256 splits
+    # BEGIN SOLUTION hint: with a program per SM, still cut long sequences into ~1024-token splits (ragged batches balance); else aim for ~4 per SM, each split >= 256 tokens
     programs = num_seqs * num_kv_heads
-    if programs >= num_sms:
-        return 1
+    if programs >= num_sms:  # the GPU is full: split only to even out long and short sequences
+        return max(1, min(8, max_seq_len // 1024))
     want = -(-4 * num_sms // programs)
     return max(1, min(want, max_seq_len // 256))
     # END SOLUTION
