@@ -54,3 +54,22 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
     if t.is_floating_point():
         return t.fill_(float("nan"))
     return t.fill_(torch.iinfo(t.dtype).min)
+
+
+class Unchanged:
+    """Snapshot tensors before a call; .check() fails if the call modified any of them (NaN-aware),
+    or if `output` shares memory with one (an answer must be a new tensor, or the `out` given)."""
+
+    def __init__(self, **tensors: torch.Tensor):
+        self.names = list(tensors)
+        self.tensors = tensors
+        self.copies = {k: v.detach().clone() for k, v in tensors.items()}
+
+    def check(self, output: torch.Tensor | None = None, what: str = "the call") -> None:
+        for k in self.names:
+            a, b = self.tensors[k], self.copies[k]
+            same = a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
+            if not same:
+                raise AssertionError(f"{what} modified its input `{k}`: inputs are read-only")
+            if output is not None and output.untyped_storage().data_ptr() == a.untyped_storage().data_ptr():
+                raise AssertionError(f"{what} returned a tensor that shares memory with its input `{k}`")

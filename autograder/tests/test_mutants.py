@@ -21,6 +21,9 @@ KV_MUTANTS = {
         {"kv_cache/attention.py": [("return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)",
                                     "return x.repeat(1, n_rep, 1, 1)")]},
         "repeat_kv or decode_logits_match", ["test_repeat_kv_head_mapping", "test_decode_logits_match_transformers"]),
+    "attend_prescales_q_in_place": (  # numerically right, but it overwrites the caller's queries
+        {"kv_cache/attention.py": [("    T, S = q.shape[2], k.shape[2]\n", "    T, S = q.shape[2], k.shape[2]\n    q.mul_(scale)\n    scale = 1.0\n")]},
+        "attend", ["test_attend_matches_reference"]),
     "scale_missing": (
         {"kv_cache/attention.py": [("k.transpose(-1, -2)) * scale", "k.transpose(-1, -2))")]},
         "attend", ["test_attend_matches_reference"]),
@@ -91,6 +94,10 @@ PA_MUTANTS = {
     "splits_reduced_without_rescaling": (
         {PA: [("w = tl.where(smask, l * tl.exp(m - big), 0.0)", "w = tl.where(smask, l, 0.0)")]},
         "split_k", ["test_split_k_matches_reference"]),
+    "decode_scribbles_on_the_cache": (
+        {PA: [("    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]\n",
+               "    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]\n    tl.store(k_cache_ptr + d, tl.zeros([HEAD_SIZE], tl.float32).to(k_cache_ptr.dtype.element_ty))\n")]},
+        "decode_matches", ["test_decode_matches_reference"]),
     "block_and_offset_swapped_on_write": (
         {PA: [("dst = (slot // BLOCK_SIZE) * stride_cb + (slot % BLOCK_SIZE) * stride_ct", "dst = (slot % BLOCK_SIZE) * stride_cb + (slot // BLOCK_SIZE) * stride_ct")]},
         "given_slots", ["test_writes_exactly_the_given_slots"]),

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from autograder.checks import assert_close
+from autograder.checks import Unchanged, assert_close
 
 
 def reference_attend(q, k, v, kv_valid, scale):
@@ -48,9 +48,12 @@ def test_attend_matches_reference(kv, rng, T, dtype):
     pads = [0, 2, 5]  # row 2's first prefill queries see no key at all: their output must be 0
     kv_valid = torch.arange(S)[None, :] >= torch.tensor(pads)[:, None]
     scale = 1 / math.sqrt(D)
-    got = kv.attention.attend(q.to(dtype), k.to(dtype), v.to(dtype), kv_valid, scale)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    inputs = Unchanged(q=q, k=k, v=v, kv_valid=kv_valid)
+    got = kv.attention.attend(q, k, v, kv_valid, scale)
+    inputs.check(got, what="attend")
     assert got.dtype == dtype, f"attend returned {got.dtype}, expected q's dtype {dtype}"
-    want = reference_attend(q.to(dtype), k.to(dtype), v.to(dtype), kv_valid, scale)
+    want = reference_attend(q, k, v, kv_valid, scale)
     assert_close(got, want, what=f"attend(T={T}, S={S}, {dtype})", dtype=dtype)
     assert_close(kv.attention.attend(q, k, v, None, scale), reference_attend(q, k, v, None, scale),
-                 what="attend with kv_valid=None")
+                 what="attend with kv_valid=None", dtype=dtype)

@@ -8,7 +8,7 @@ fails. bf16 runs on the GPU only (the interpreter's tl.dot is wrong for bf16).
 import pytest
 import torch
 
-from autograder.checks import assert_close, poison_
+from autograder.checks import Unchanged, assert_close, poison_
 
 from pa_common import make_case, reference
 
@@ -30,9 +30,12 @@ def test_decode_matches_reference(pa, rng, device, dtype, head_size, block_size)
     """paged_attention_decode on ragged lengths, scattered blocks, GQA 4:1, into a NaN-poisoned out."""
     case = make_case(lengths(block_size, rng), 8, 2, head_size, block_size, dtype, device, gen=rng)
     out = poison_(torch.empty_like(case.query))
+    inputs = Unchanged(query=case.query, key_cache=case.key_cache, value_cache=case.value_cache,
+                       block_tables=case.block_tables, seq_lens=case.seq_lens)
     got = pa.kernels.paged_attention_decode(case.query, case.key_cache, case.value_cache, case.block_tables,
                                             case.seq_lens, case.scale, out=out)
     assert got.data_ptr() == out.data_ptr(), "write into `out` when it is given, and return it"
+    inputs.check(what="paged_attention_decode")
     assert_close(got, reference(case), what=f"paged_attention_decode {IDS[CONFIGS.index((dtype, head_size, block_size))]}", dtype=dtype)
 
 
@@ -62,8 +65,10 @@ def test_split_k_matches_reference(pa, rng, device, num_splits):
     """Split-K with 1-7 splits, sequences shorter than a split included (their extra splits hold no token)."""
     case = make_case([1, 50, 130, 97], 8, 2, 64, 16, torch.float32, device, gen=rng, q_scale=3.0)
     out = poison_(torch.empty_like(case.query))
+    inputs = Unchanged(query=case.query, key_cache=case.key_cache, value_cache=case.value_cache)
     got = pa.kernels.paged_attention_decode_split_k(case.query, case.key_cache, case.value_cache, case.block_tables,
                                                     case.seq_lens, case.scale, num_splits, case.max_seq_len, out=out)
+    inputs.check(what="paged_attention_decode_split_k")
     assert_close(got, reference(case), what=f"split-K with {num_splits} splits")
 
 
