@@ -39,3 +39,28 @@ def test_gradescope_zip_has_the_entry_points_and_no_solutions(tmp_path):
     run = zipfile.ZipFile(out).read("run_autograder").decode()
     assert "--impl /autograder/submission --out /autograder/results" in run and "kv_cache" in run
     assert (zipfile.ZipFile(out).getinfo("run_autograder").external_attr >> 16) & 0o111, "run_autograder must be executable"
+
+
+def test_slurm_template_grades_the_task_s_submission(tmp_path):
+    """The Slurm array script, run as task 1 of a class of two, grades the second submission."""
+    import os
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copytree(REPO_ROOT / "assignments", subs / "a-stub", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "solutions", subs / "b-ref", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", PY=sys.executable, ASSIGNMENTS="kv_cache -k bytes_real")
+    r = subprocess.run(["bash", str(REPO_ROOT / "docs" / "templates" / "slurm-grade-array.sh"), str(subs), str(tmp_path / "out")],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "out" / "b-ref" / "results.json").exists() and not (tmp_path / "out" / "a-stub").exists()
+    assert '"score": 1.0' in (tmp_path / "out" / "b-ref" / "results.json").read_text()
+
+
+def test_github_actions_template_is_valid_yaml_calling_the_cli():
+    import yaml
+
+    wf = yaml.safe_load((REPO_ROOT / "docs" / "templates" / "github-actions-gpu.yml").read_text())
+    steps = wf["jobs"]["grade"]["steps"]
+    assert wf["jobs"]["grade"]["runs-on"] == ["self-hosted", "gpu"]
+    assert any("python3 -m autograder grade-all" in s.get("run", "") for s in steps)
