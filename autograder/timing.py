@@ -43,6 +43,14 @@ class Comparison:
     baseline: str
     environment: dict
 
+    def median_rate(self, name: str, sizes: list[float]) -> float:
+        """Median over trials of sizes[t] / time[t] per second, for sizes[t] the work of trial t
+        (e.g. bytes read): inputs differ per trial, so dividing by one draw's size would not do."""
+        ms = self.timings[name].all_ms
+        if len(sizes) < len(ms):
+            raise ValueError(f"{len(sizes)} sizes for {len(ms)} trials: record one size per make_inputs(trial)")
+        return statistics.median(sz / (t * 1e-3) for sz, t in zip(sizes, ms))
+
     @property
     def ratio(self) -> float:
         """baseline time / student time: 1.25 means the student is 25% faster."""
@@ -93,12 +101,13 @@ def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], A
     names = list(fns)
     inputs = make_inputs(-1)
     host_s = 0.0
-    for w in range(max(warmup, 2)):  # compile, autotune, allocate, create handles
+    rounds = max(warmup, 2)
+    for w in range(rounds):  # compile, autotune, allocate, create handles
         for n in names:
             torch.cuda.synchronize(dev)
             t = time.perf_counter()
             out = fns[n](inputs)
-            if w == max(warmup, 2) - 1:  # the last round, after compilation: how long the host takes to enqueue
+            if w == rounds - 1:  # the last round, after compilation: how long the host takes to enqueue
                 host_s = max(host_s, time.perf_counter() - t)
             if check is not None:
                 check(inputs, out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -63,8 +64,12 @@ def run(out: Path) -> int:
         for name, lens_fn in GRID:
             vllm = base.impl if base.available else None
 
-            def make_inputs(trial, lens_fn=lens_fn, dtype=dtype, vllm=vllm):
+            sizes: list[int] = []  # KV bytes of each timed trial's draw (ragged cases differ per trial)
+
+            def make_inputs(trial, lens_fn=lens_fn, dtype=dtype, vllm=vllm, sizes=sizes):
                 case = gpu_case(lens_fn(gen), dtype, gen)
+                if trial >= 0:
+                    sizes.append(case.kv_bytes)
                 kn, vn = vllm.prepare(case.key_cache, case.value_cache) if vllm else (None, None)
                 return case, kn, vn, torch.empty_like(case.query), torch.empty_like(case.query)
 
@@ -81,11 +86,10 @@ def run(out: Path) -> int:
 
             cmp = timing.compare(fns, make_inputs, check, student="impl", baseline="vllm" if vllm else "naive",
                                  warmup=3, min_trials=15, max_trials=40, budget_s=20)
-            kv = make_inputs(0)[0].kv_bytes
-            row = {"case": name, "dtype": str(dtype).split(".")[-1], "kv_mb": kv / 1e6}
+            row = {"case": name, "dtype": str(dtype).split(".")[-1], "kv_mb": statistics.median(sizes) / 1e6}
             for n, t in cmp.timings.items():
                 row[f"{n}_us"] = t.median_ms * 1e3
-                row[f"{n}_gbps"] = kv / (t.median_ms * 1e-3) / 1e9
+                row[f"{n}_gbps"] = cmp.median_rate(n, sizes) / 1e9
             row["impl_pct_copy"] = 100 * row["impl_gbps"] / copy_bw
             if vllm:
                 row["ratio_vs_vllm"] = row["vllm_us"] / row["impl_us"]
