@@ -7,6 +7,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 # With the CPU torch, the Triton interpreter of the GPU machines (3.6.0), so CI tests what the GPU runs.
 TRITON_SPEC ?= triton==3.6.0
+# DeepSpeed (the ZeRO baseline, CPU and GPU) and nbgrader (the tutorial notebooks).
+EXTRAS ?= deepspeed,notebooks
 IMPL ?= assignments
 OUT ?= results
 BIN := $(VENV)/bin
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TRITON_SPEC),"$(TRITON_SPEC)")
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 grade: setup

@@ -121,8 +121,46 @@ ENGINE_MUTANTS = {
         {EN + "model_runner.py": [("blocks = inputs.block_tables[s, idx // bs].long()", "blocks = inputs.block_tables[0, idx // bs].long()")]},
         "ragged", ["test_batch_of_ragged_prompts"]),
 }
+ZE = "zero/"
+ZERO_MUTANTS = {
+    "gradients_summed_not_averaged": (
+        {ZE + "comm.py": [("        dist.reduce_scatter_tensor(shard, full, group=self.group)\n        shard.div_(self.world_size)\n",
+                           "        dist.reduce_scatter_tensor(shard, full, group=self.group)\n")]},
+        "mean_reductions or prefetch", ["test_mean_reductions", "test_stage3_prefetch"]),
+    "shards_of_the_unpadded_size": (
+        {ZE + "partition.py": [("shard = padded_numel(numel, world_size) // world_size\n    return rank * shard, (rank + 1) * shard",
+                                "shard = numel // world_size\n    return rank * shard, min((rank + 1) * shard, numel)")]},
+        "shard_range or prefetch", ["test_padded_numel_and_shard_range", "test_stage3_prefetch"]),
+    "stage3_reuses_a_stale_gather": (
+        {ZE + "engine.py": [("            flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
+                             "            self.comm.all_gather(flat, g.param_shard)\n",
+                             "            flat = getattr(g, 'kept', None)\n            if flat is None:\n"
+                             "                flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
+                             "                self.comm.all_gather(flat, g.param_shard)\n                g.kept = flat\n")]},
+        "single_process_adamw", ["test_matches_single_process_adamw"]),
+    "optimizer_state_for_the_full_model": (
+        {ZE + "engine.py": [("self.exp_avg = torch.zeros(total, dtype=torch.float32, device=dev)",
+                             "self.exp_avg = torch.zeros(sum(g.padded_numel for g in self.groups), dtype=torch.float32, device=dev)")]},
+        "memory_per_rank", ["test_memory_per_rank"]),
+    "stage2_keeps_the_full_gradients": (
+        {ZE + "engine.py": [("        for p in g.params:\n            p.grad = None\n        g.grads_ready = len(g.params)",
+                             "        g.grads_ready = len(g.params)")]},
+        "memory_per_rank", ["test_memory_per_rank"]),
+    "stage1_writes_back_only_its_own_shard": (
+        {ZE + "engine.py": [("self.comm.all_gather(g.flat, g.master.to(cfg.dtype))", "g.shard(g.flat).copy_(g.master)")]},
+        "communication_per_step", ["test_communication_per_step"]),
+    "adamw_without_bias_correction": (
+        {ZE + "adamw.py": [("bias_correction1 = 1 - beta1 ** step", "bias_correction1 = 1.0")]},
+        "adamw_matches", ["test_adamw_matches_torch"]),
+    "adam_with_l2_not_decoupled_decay": (
+        {ZE + "adamw.py": [("    param.mul_(1 - lr * weight_decay)\n", "    grad = grad.add(param, alpha=weight_decay)\n")]},
+        "adamw_matches", ["test_adamw_matches_torch"]),
+    "all_reduce_counted_as_one_pass": (
+        {ZE + "comm.py": [("return 2 * per_pass if op == \"all_reduce\" else per_pass", "return per_pass")]},
+        "ring_bytes or communication_per_step", ["test_ring_bytes", "test_communication_per_step"]),
+}
 MUTANTS = ({("engine", k): v for k, v in ENGINE_MUTANTS.items()} | {("kv_cache", k): v for k, v in KV_MUTANTS.items()} | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
-           | {("paged_attention", k): v for k, v in PA_MUTANTS.items()})
+           | {("paged_attention", k): v for k, v in PA_MUTANTS.items()} | {("zero", k): v for k, v in ZERO_MUTANTS.items()})
 
 
 @pytest.mark.slow
