@@ -72,14 +72,13 @@ class TinyGPT(nn.Module):
 
 def build_model(c: GPTConfig, seed: int, dtype=torch.float32, device="cpu") -> TinyGPT:
     torch.manual_seed(seed)
-    with torch.device(device):
-        m = TinyGPT(c)
+    m = TinyGPT(c)  # on the CPU, so the initial weights are the same whatever the device
     with torch.no_grad():  # LayerNorm starts at (1, 0); perturb it so its gradients are not special
         for mod in m.modules():
             if isinstance(mod, nn.LayerNorm):
                 mod.weight.add_(0.1 * torch.randn_like(mod.weight))
                 mod.bias.add_(0.1 * torch.randn_like(mod.bias))
-    return m.to(dtype)
+    return m.to(device=device, dtype=dtype)
 
 
 def num_params(c: GPTConfig) -> int:
@@ -424,3 +423,99 @@ def assert_params_close(got: dict, want: dict, what: str, atol: float, rel_norm:
     assert not missing, f"{what}: gather_fp32_params() lacks {missing[:4]} (it must name every parameter)"
     for name, w in want.items():
         assert_close(got[name].float(), w.float(), what=f"{what}: {name}", atol=atol, rtol=0, rel_norm=rel_norm)
+
+
+# ---- one-GPU training steps: the student's engine, DeepSpeed, plain PyTorch ---------------------------
+
+def bench_config() -> dict:
+    import json
+
+    from autograder import DATA_DIR
+
+    return json.loads((DATA_DIR / "training" / "zero-gpt-134m.json").read_text())
+
+
+def init_single_process_group(backend: str) -> None:
+    """World size 1 in this process (what DeepSpeed does on one GPU), if nothing is initialised yet."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        port = free_port()
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0",
+                          LOCAL_WORLD_SIZE="1")
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+
+class StudentTrainer:
+    name = "student"
+
+    def __init__(self, zero, stage: int, c: GPTConfig, opt: dict, seed: int, device: str, prefetch: bool = False):
+        model = build_model(c, seed, torch.float32, device)
+        cfg = zero.engine.ZeroConfig(stage=stage, lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"],
+                                     weight_decay=opt["weight_decay"], dtype=torch.bfloat16, prefetch=prefetch)
+        self.engine = zero.engine.ZeroEngine(model, cfg)
+
+    def step(self, ids, tgt) -> torch.Tensor:
+        loss = self.engine(ids, tgt)
+        self.engine.backward(loss)
+        self.engine.step()
+        return loss.detach()
+
+    def loss(self, ids, tgt) -> float:
+        with torch.no_grad():
+            return float(self.engine(ids, tgt))
+
+
+class DeepSpeedTrainer:
+    name = "deepspeed"
+
+    def __init__(self, stage: int, c: GPTConfig, opt: dict, seed: int, device: str, micro_batch: int):
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
+        model = build_model(c, seed, torch.float32, device)
+        cfg = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": 1,
+               "gradient_clipping": 0.0, "bf16": {"enabled": True},
+               "optimizer": {"type": "AdamW", "params": {"lr": opt["lr"], "betas": list(opt["betas"]), "eps": opt["eps"],
+                                                         "weight_decay": opt["weight_decay"], "torch_adam": True}},
+               "zero_optimization": {"stage": stage}, "steps_per_print": 10**9, "wall_clock_breakdown": False}
+        self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=cfg)
+        self.name = f"DeepSpeed {deepspeed.__version__} ZeRO-{stage}"
+
+    def step(self, ids, tgt) -> torch.Tensor:
+        loss = self.engine(ids, tgt)
+        self.engine.backward(loss)
+        self.engine.step()
+        return loss.detach()
+
+    def loss(self, ids, tgt) -> float:
+        with torch.no_grad():
+            return float(self.engine(ids, tgt))
+
+
+class TorchTrainer:
+    """No ZeRO, no DeepSpeed: fp32 parameters, bf16 autocast, torch.optim.AdamW (fused on CUDA)."""
+    name = "PyTorch AdamW (autocast bf16)"
+
+    def __init__(self, c: GPTConfig, opt: dict, seed: int, device: str):
+        self.model = build_model(c, seed, torch.float32, device)
+        self.device = device
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"],
+                                     weight_decay=opt["weight_decay"], fused=device == "cuda")
+
+    def step(self, ids, tgt) -> torch.Tensor:
+        with torch.autocast(self.device, dtype=torch.bfloat16):
+            loss = self.model(ids, tgt)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def loss(self, ids, tgt) -> float:
+        with torch.no_grad(), torch.autocast(self.device, dtype=torch.bfloat16):
+            return float(self.model(ids, tgt))
+
+
+def random_batch(gen: torch.Generator, c: GPTConfig, micro_batch: int, seq_len: int, device: str):
+    ids = torch.randint(0, c.vocab_size, (micro_batch, seq_len + 1), generator=gen).to(device)
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()

@@ -1,0 +1,49 @@
+"""GPU: offline throughput of the engine against transformers' static batching, the same
+workload and the same KV-cache memory (see engine_bench.py for both).
+
+The figure is a ratio of wall-clock times for the whole workload (baseline / student), the two
+runs alternated twice in one process after a warm-up, median of the two. Both produce the same
+number of useful tokens; every timed run's outputs are checked (lengths, and the first tokens
+of the first requests against transformers' greedy choice up to a bf16 near-tie). Points per
+ratio: autograder/grading.toml [assignments.engine.speed]. vLLM's LLM.generate is compared
+in `python -m autograder bench engine` when vLLM is importable.
+"""
+import statistics
+
+import pytest
+import torch
+
+from autograder import timing
+from autograder.environment import describe
+
+import engine_bench as eb
+
+
+@pytest.mark.speed
+@pytest.mark.points(4)
+def test_speed_vs_transformers_static_batching(eng, grade):
+    """128 ShareGPT-like requests, same KV memory: engine throughput over transformers' static batching."""
+    llm = eb.make_llm(eng)
+    hf = eb.hf_model()
+    seed = int(torch.randint(0, 2**31, (1,)))
+    warm = eb.workload(seed, llm.model.config.vocab_size, n=8)
+    eb.run_engine(eng, llm, warm)
+    eb.run_static_batching(hf, warm)
+    times = {"student": [], "transformers": []}
+    for trial in range(2):
+        reqs = eb.workload(seed + 1 + trial, llm.model.config.vocab_size)
+        logits = eb.first_token_logits(hf, reqs)
+        runs = [("student", lambda: eb.run_engine(eng, llm, reqs)), ("transformers", lambda: eb.run_static_batching(hf, reqs))]
+        for name, fn in (runs if trial % 2 == 0 else runs[::-1]):
+            res = fn()
+            eb.check_outputs(res, reqs, logits, name)
+            times[name].append(res.seconds)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tokens = sum(r.output_len for r in reqs)
+    cmp = timing.Comparison({k: timing.Timing(k, 1e3 * m, 0.0, len(times[k]), [1e3 * t for t in times[k]])
+                             for k, m in med.items()}, "student", "transformers",
+                            dict(describe(), timing="wall clock of the whole workload"))
+    timing.record(grade, cmp, "engine", "vs_transformers_static")
+    grade.extra["output_tokens_per_s"] = {k: tokens / m for k, m in med.items()}
+    print(f"{tokens} output tokens: engine {tokens / med['student']:.0f} tok/s, "
+          f"transformers static batching {tokens / med['transformers']:.0f} tok/s, ratio {cmp.ratio:.2f}x")
