@@ -11,6 +11,7 @@ KV caches, one pair per layer: [num_blocks, block_size, num_kv_heads, head_size]
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,14 @@ class BatchInputs:
     block_tables: torch.Tensor
     max_seq_len: int
     decode_only: bool
+
+
+@dataclass
+class _Split:
+    """A mixed step, split once per step (see ModelRunner._split)."""
+    decode: tuple | None           # (token index, block tables, seq lens, max seq len) of 1-token sequences
+    prefill: torch.Tensor | None   # token index of the prompt-chunk tokens
+    prefill_inputs: BatchInputs | None
 
 
 def prepare_inputs(plan, kv_manager, device) -> BatchInputs:
@@ -79,6 +88,37 @@ class ModelRunner:
             kc.view(-1, *kc.shape[2:])[slot_mapping] = k
             vc.view(-1, *vc.shape[2:])[slot_mapping] = v
 
+    def _split(self, inputs: BatchInputs) -> "_Split":
+        """With kernels: which tokens are decodes (1 query: the Triton decode kernel, batched) and
+        which are prompt chunks (the per-sequence PyTorch path). Built once per step, not per layer:
+        a mixed step with 80 decodes and one prompt chunk must not loop over 80 sequences 24 times."""
+        if inputs.decode_only:
+            return _Split(None, None, None)
+        qsl = inputs.query_start_loc.tolist()
+        q_lens = [b - a for a, b in zip(qsl, qsl[1:])]
+        dec = [s for s, n in enumerate(q_lens) if n == 1]
+        pre = [s for s, n in enumerate(q_lens) if n > 1]
+        dev = inputs.input_ids.device
+        decode = None
+        if dec:
+            seqs = torch.tensor(dec, device=dev)
+            lens = inputs.seq_lens[seqs]
+            decode = (torch.tensor([qsl[s] for s in dec], device=dev), inputs.block_tables[seqs], lens, int(lens.max()))
+        tok = torch.tensor([t for s in pre for t in range(qsl[s], qsl[s + 1])], device=dev)
+        pre_qsl = torch.tensor([0, *itertools.accumulate(q_lens[s] for s in pre)], device=dev, dtype=torch.int32)
+        seqs = torch.tensor(pre, device=dev)
+        sub = BatchInputs(inputs.input_ids[tok], inputs.positions[tok], inputs.slot_mapping[tok], pre_qsl,
+                          inputs.seq_lens[seqs], inputs.block_tables[seqs], int(inputs.seq_lens[seqs].max()), False)
+        return _Split(decode, tok, sub)
+
+    def _mixed_attention(self, q, kc, vc, split: "_Split", scale: float) -> torch.Tensor:
+        out = torch.empty_like(q)
+        if split.decode is not None:
+            idx, tables, lens, max_len = split.decode
+            out[idx] = self.kernels.paged_attention(q[idx].contiguous(), kc, vc, tables, lens, scale, max_len)
+        out[split.prefill] = paged_attention_reference(q[split.prefill], kc, vc, split.prefill_inputs, scale, self.attend)
+        return out
+
     @torch.no_grad()
     def forward(self, inputs: BatchInputs) -> torch.Tensor:
         """Logits [num_seqs, vocab] (float32) at each scheduled sequence's last token."""
@@ -86,6 +126,7 @@ class ModelRunner:
         x = m.model.embed_tokens(inputs.input_ids)[None]                     # [1, N, hidden]
         cos, sin = self.rotary_cos_sin(inputs.positions[None], m.inv_freq, x.dtype)
         N = x.shape[1]
+        split = self._split(inputs) if self.kernels is not None else None
         for i, layer in enumerate(m.model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -95,11 +136,13 @@ class ModelRunner:
             q, k = self.apply_rotary(q, cos, sin)[0].transpose(0, 1), self.apply_rotary(k, cos, sin)[0].transpose(0, 1)
             self.write_cache(i, k.contiguous(), v.contiguous(), inputs.slot_mapping)
             kc, vc = self.kv_caches[i]
-            if self.kernels is not None and inputs.decode_only:
+            if split is None:
+                o = paged_attention_reference(q, kc, vc, inputs, attn.scale, self.attend)
+            elif split.prefill is None:
                 o = self.kernels.paged_attention(q.contiguous(), kc, vc, inputs.block_tables, inputs.seq_lens,
                                                  attn.scale, inputs.max_seq_len)
             else:
-                o = paged_attention_reference(q, kc, vc, inputs, attn.scale, self.attend)
+                o = self._mixed_attention(q, kc, vc, split, attn.scale)
             x = x + attn.o_proj(o.reshape(1, N, c.num_heads * c.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         last = inputs.query_start_loc[1:].long() - 1
