@@ -80,6 +80,23 @@ def cmd_release(args) -> int:
     return release.main(check=args.check)
 
 
+def cmd_notebooks(args) -> int:
+    from . import notebooks
+
+    folder = notebooks.SOURCE if args.impl == "solutions" else (
+        notebooks.RELEASE if args.impl == "assignments" else Path(args.impl))
+    total = maximum = 0.0
+    for name in args.assignments or notebooks.assignments():
+        where = folder / name if (folder / name).is_dir() else folder
+        r = notebooks.grade(where, name)
+        total, maximum = total + r["score"], maximum + r["max_score"]
+        print(f"{name}: {r['score']:g}/{r['max_score']:g}")
+        for nb, (sc, mx) in sorted(r["notebooks"].items()):
+            print(f"   {sc:g}/{mx:g}  {nb}")
+    print(f"notebooks total {total:g}/{maximum:g}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -136,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--check", action="store_true", help="fail if assignments/ is out of date or a marker is left")
     s.set_defaults(fn=cmd_release)
 
+    s = sub.add_parser("notebooks", help="nbgrader autograde the tutorial notebooks (headless)")
+    s.add_argument("assignments", nargs="*", help="default: all (vllm, deepspeed)")
+    s.add_argument("--impl", default="assignments", help="assignments (default), solutions, or a folder of notebooks")
+    s.set_defaults(fn=cmd_notebooks)
     s = sub.add_parser("bench", help="speed tables and plots (GPU)")
     s.add_argument("assignment")
     s.add_argument("--impl", default="solutions")

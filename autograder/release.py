@@ -100,10 +100,14 @@ def stub_source(text: str, assignment: str, filename: str) -> str:
     return "".join(out)
 
 
+NOTEBOOKS = "notebooks"  # solutions/notebooks: nbgrader sources, released by autograder/notebooks.py
+
+
 def release_into(dest: Path) -> list[Path]:
     """Write the student tree for every assignment in solutions/ into dest; returns the files written."""
     written = []
-    for src_dir in sorted(p for p in SOLUTIONS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+    for src_dir in sorted(p for p in SOLUTIONS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
+                          and p.name != NOTEBOOKS):
         out_dir = dest / src_dir.name
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -121,7 +125,10 @@ def check(dest: Path = ASSIGNMENTS) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         release_into(fresh)
-        problems += _compare(fresh, dest, Path("."))
+        (fresh / NOTEBOOKS).mkdir()  # nbgrader's output, compared by _notebooks()
+        for sub in (dest / NOTEBOOKS).iterdir() if (dest / NOTEBOOKS).is_dir() else []:
+            (fresh / NOTEBOOKS / sub.name).mkdir()
+        problems += [p for p in _compare(fresh, dest, Path(".")) if not p.startswith(f"assignments/{NOTEBOOKS}/")]
     for f in dest.rglob("*"):
         if f.is_file() and f.suffix in (".py", ".md", ".ipynb", ".txt") and "__pycache__" not in f.parts:
             text = f.read_text(errors="replace")
@@ -143,10 +150,28 @@ def _compare(a: Path, b: Path, rel: Path) -> list[str]:
     return problems
 
 
+def _notebooks(check: bool) -> list[str]:
+    """The tutorial notebooks go through nbgrader generate_assignment (autograder/notebooks.py).
+    Without nbgrader they are left alone, and said so."""
+    try:
+        import nbgrader  # noqa: F401
+    except ImportError:
+        print("notebooks: nbgrader is not installed (pip install -e '.[notebooks]'): assignments/notebooks/ "
+              "was not regenerated or checked", file=sys.stderr)
+        return []
+    from . import notebooks
+
+    if check:
+        return [f"{p}: differs from nbgrader generate_assignment of solutions/notebooks/" for p in notebooks.release(check=True)]
+    notebooks.release()
+    print(f"released the notebooks of {', '.join(notebooks.assignments())} into assignments/notebooks/ (nbgrader)")
+    return []
+
+
 def main(check: bool = False) -> int:
     try:
         if check:
-            problems = globals()["check"]()
+            problems = globals()["check"]() + _notebooks(check=True)
             for p in problems:
                 print(p, file=sys.stderr)
             print("release --check: " + ("OK, assignments/ matches solutions/" if not problems
@@ -155,6 +180,7 @@ def main(check: bool = False) -> int:
         ASSIGNMENTS.mkdir(exist_ok=True)
         files = release_into(ASSIGNMENTS)
         print(f"released {len(files)} Python files into {ASSIGNMENTS.relative_to(REPO_ROOT)}/")
+        _notebooks(check=False)
         return 0
     except ReleaseError as e:
         print(f"release failed: {e}", file=sys.stderr)
