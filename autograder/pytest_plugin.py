@@ -69,6 +69,7 @@ def tier_of(item) -> str:
 
 
 def pytest_configure(config):
+    _GUARDED.update(_guarded())
     config.addinivalue_line("markers", "points(n): points this graded test is worth")
     config.addinivalue_line("markers", "gpu: needs CUDA")
     config.addinivalue_line("markers", "speed: GPU speed test graded as a ratio")
@@ -115,10 +116,52 @@ def pytest_runtest_logstart(nodeid, location):
     _send({"type": "start", "nodeid": nodeid, "time": time.time()})
 
 
+# What checkers and timers rely on, bound here before any student code is imported. After every
+# test each is compared with its binding; a replacement fails the test that made it ("tampering")
+# and is undone, so later tests run with the real functions.
+def _guarded() -> dict[tuple[object, str], object]:
+    import time as _time
+
+    import torch as _torch
+    import torch.testing as _tt
+
+    from . import checks as _checks, timing as _timing
+
+    targets = [(_torch, n) for n in ("allclose", "isclose", "equal", "isfinite", "isnan", "testing")]
+    targets += [(_torch.Tensor, n) for n in ("__sub__", "__eq__", "__lt__", "__le__", "__gt__", "__ge__", "abs", "max",
+                                               "norm", "any", "all", "float", "double", "item", "tolist")]
+    targets += [(_tt, "assert_close"), (_time, "perf_counter"), (_time, "time"), (_time, "monotonic")]
+    targets += [(_torch.cuda, "Event"), (_torch.cuda, "synchronize")]
+    targets += [(_checks, n) for n in ("assert_close", "poison_", "Unchanged", "TOLERANCES")]
+    targets += [(_timing, n) for n in ("compare", "record", "Comparison", "Timing", "L2Flusher")]
+    targets += [(_timing.Comparison, "ratio"), (Grade, "fraction")]
+    return {(obj, name): getattr(obj, name) for obj, name in targets if hasattr(obj, name)}
+
+
+_GUARDED: dict = {}
+
+
+def _tampered() -> list[str]:
+    changed = []
+    for (obj, name), original in _GUARDED.items():
+        if getattr(obj, name, None) is not original:
+            changed.append(f"{getattr(obj, '__name__', type(obj).__name__)}.{name}")
+            setattr(obj, name, original)
+    return changed
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if call.when == "call" and _GUARDED:
+        changed = _tampered()
+        if changed:
+            report.outcome = "failed"
+            report.longrepr = f"tampering: {', '.join(changed)} replaced during the test"
+            report._autograder_reason = (f"tampering: the submission replaced {', '.join(changed)} (functions the "
+                                         "grader checks and times with); restored, and this test scores 0")
+            return
     if call.excinfo is not None and report.failed:
         report._autograder_reason = short_reason(call.excinfo.value)
     elif report.skipped and call.excinfo is not None:

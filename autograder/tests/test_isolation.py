@@ -87,3 +87,18 @@ def test_one_broken_assignment_leaves_the_others_graded(submission, tmp_path):
     assert all(t["status"] == "failed" for t in kv["tests"])
     assert all("exited with code 1" in t["reason"] or "not run" in t["reason"] for t in kv["tests"]), kv["tests"]
     assert [t["status"] for t in bm["tests"]] == ["passed", "passed"], "block_manager must be graded as if nothing happened"
+
+
+def test_monkeypatching_the_checkers_fails_that_test_and_is_undone(submission):
+    """A submission that replaces torch.allclose, time.perf_counter and the grader's assert_close at
+    import scores 0 on the test that imported it, with the reason; the patch is undone, so the
+    other tests run against the real checkers (and pass, since the code is otherwise right)."""
+    evil = ("import torch, time\nimport autograder.checks\ntorch.allclose = lambda *a, **k: True\n"
+            "time.perf_counter = lambda: 0.0\nautograder.checks.assert_close = lambda *a, **k: None\n")
+    sub = submission({"kv_cache/kv_cache.py": [("class KVCache:", evil + "\n\nclass KVCache:")]})
+    result = run_assignment("kv_cache", sub, keyword=FEW)
+    tampered = [t for t in result.tests if "tampering" in t.reason]
+    assert tampered and all(t.status == "failed" and t.score == 0 for t in tampered), [t.reason for t in result.tests]
+    assert "torch.allclose" in tampered[0].reason and "assert_close" in tampered[0].reason, tampered[0].reason
+    others = [t for t in result.tests if t not in tampered]
+    assert others and all(t.status == "passed" for t in others), [(t.nodeid, t.reason) for t in others]
