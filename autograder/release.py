@@ -125,10 +125,7 @@ def check(dest: Path = ASSIGNMENTS) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         release_into(fresh)
-        (fresh / NOTEBOOKS).mkdir()  # nbgrader's output, compared by _notebooks()
-        for sub in (dest / NOTEBOOKS).iterdir() if (dest / NOTEBOOKS).is_dir() else []:
-            (fresh / NOTEBOOKS / sub.name).mkdir()
-        problems += [p for p in _compare(fresh, dest, Path(".")) if not p.startswith(f"assignments/{NOTEBOOKS}/")]
+        problems += _compare(fresh, dest, Path("."))
     for f in dest.rglob("*"):
         if f.is_file() and f.suffix in (".py", ".md", ".ipynb", ".txt") and "__pycache__" not in f.parts:
             text = f.read_text(errors="replace")
@@ -140,7 +137,9 @@ def check(dest: Path = ASSIGNMENTS) -> list[str]:
 
 def _compare(a: Path, b: Path, rel: Path) -> list[str]:
     problems = []
-    cmp = filecmp.dircmp(a / rel, b / rel, ignore=["__pycache__", ".ipynb_checkpoints"])
+    # assignments/notebooks is nbgrader's output, checked by _notebooks()
+    ignore = ["__pycache__", ".ipynb_checkpoints"] + ([NOTEBOOKS] if rel == Path(".") else [])
+    cmp = filecmp.dircmp(a / rel, b / rel, ignore=ignore)
     problems += [f"assignments/{rel / n}: missing (run `python -m autograder release`)" for n in cmp.left_only]
     problems += [f"assignments/{rel / n}: not in solutions/ (stale?)" for n in cmp.right_only]
     _, mismatch, errors = filecmp.cmpfiles(a / rel, b / rel, cmp.common_files, shallow=False)

@@ -108,10 +108,7 @@ def _plot(rows: list[dict], out: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from .. import SUITES_DIR  # noqa: F401
-
-    sys.path.insert(0, str(SUITES_DIR / "zero"))
-    import zero_common as zc
+    import zero_common as zc  # on sys.path: run() put it there
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     parts = ("params", "grads", "optimizer_states")

@@ -50,9 +50,6 @@ class RunResult:
     itl_s: list[float] = field(default_factory=list)
     timeline: list[dict] = field(default_factory=list)  # engine: per step, time and state
 
-    def output_tokens(self) -> int:
-        return sum(len(o) for o in self.outputs)
-
 
 def workload(seed: int, vocab: int, n: int = NUM_REQUESTS) -> list[Request]:
     trace = json.loads((DATA_DIR / "workloads" / "sharegpt_like.json").read_text())["requests"][:n]

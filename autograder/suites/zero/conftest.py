@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from autograder.impl import Modules
 
@@ -14,4 +15,4 @@ def zero() -> Modules:
 @pytest.fixture
 def seed(rng) -> int:
     """A fresh seed for the model's initial weights and the batches (printed by `rng`)."""
-    return int(__import__("torch").randint(0, 2**20, (1,), generator=rng))
+    return int(torch.randint(0, 2**20, (1,), generator=rng))

@@ -9,6 +9,7 @@ Mixed-precision Adam, K = 12, Psi parameters, N = 3 ranks (bf16):
 Traffic per rank per step (ring): stages 0-2: 2 (N-1)/N x 2 Psi bytes; stage 3: 1.5x that.
 """
 import functools
+import random
 
 import pytest
 
@@ -21,17 +22,20 @@ COMM_TOLERANCE = 0.05
 
 
 @functools.lru_cache(maxsize=None)
-def _run(stage: int, seed: int) -> dict:
+def _run(stage: int) -> dict:
+    """One run per stage, shared by the memory and the traffic test (a fresh seed per grading run)."""
+    seed = random.SystemRandom().randrange(2**20)
+    print(f"stage {stage} run seed: {seed}")
     spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, steps=2, dtype="bfloat16")
     return dict(ranks=run_ranks("train_zero", WORLD, spec), psi=num_params(spec.gpt))
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_memory_per_rank(zero, seed, stage):
+def test_memory_per_rank(zero, stage):
     """Every rank's tensor memory after backward is the paper's formula (within 5%), and the
     engine's memory() breakdown (params, grads, optimizer states) agrees with it."""
-    run = _run(stage, seed)
+    run = _run(stage)
     psi = run["psi"]
     want = paper_bytes(stage, psi, WORLD)
     for rank, r in enumerate(run["ranks"]):
@@ -53,10 +57,10 @@ def test_memory_per_rank(zero, seed, stage):
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_communication_per_step(zero, seed, stage):
+def test_communication_per_step(zero, stage):
     """Bytes each rank sends per step, as the grader counts them at torch.distributed, are the
     paper's (within 5%): stage 3 sends 1.5x data parallelism; the engine's own counter agrees."""
-    run = _run(stage, seed)
+    run = _run(stage)
     want = paper_comm(stage, 2 * run["psi"], WORLD)
     for rank, r in enumerate(run["ranks"]):
         got = r["comm_total"]

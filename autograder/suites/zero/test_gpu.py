@@ -17,7 +17,8 @@ import torch
 from autograder import baselines, timing
 
 from zero_common import (GPTConfig, RunSpec, StudentTrainer, DeepSpeedTrainer, assert_params_close, batch,
-                         bench_config, init_single_process_group, random_batch, reference_params)
+                         bench_config, build_model, init_single_process_group, random_batch, reference_params,
+                         zero_config)
 
 
 @pytest.mark.gpu
@@ -26,8 +27,6 @@ from zero_common import (GPTConfig, RunSpec, StudentTrainer, DeepSpeedTrainer, a
 def test_cuda_matches_single_process_adamw(zero, seed, stage):
     """fp32 on CUDA over NCCL (one rank), 3 steps: parameters equal CPU AdamW's within 1e-5."""
     init_single_process_group("nccl")
-    from zero_common import build_model, zero_config
-
     spec = RunSpec(seed=seed, stage=stage, world_size=1, micro_batch=4)
     eng = zero.engine.ZeroEngine(build_model(spec.gpt, seed, torch.float32, "cuda"), zero_config(zero, spec))
     for s in range(spec.steps):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import gc
 import io
-import math
 import os
 import queue
 import socket
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
@@ -146,7 +145,7 @@ _COLLECTIVES = {  # torch.distributed function -> (ring factor, which argument i
     "all_reduce": (2, 0), "all_gather_into_tensor": (1, 0), "reduce_scatter_tensor": (1, 1),
     "_all_gather_base": (1, 0), "_reduce_scatter_base": (1, 1), "broadcast": (1, 0),
 }
-_LISTS = ("all_gather", "reduce_scatter", "all_to_all", "scatter", "gather")
+_LISTS = ("all_gather", "reduce_scatter", "all_to_all", "scatter", "gather")  # each takes one list of per-rank tensors
 
 
 class CommMeter:
@@ -162,7 +161,7 @@ class CommMeter:
         self.enabled = True
         for name, (factor, arg) in _COLLECTIVES.items():
             self._wrap(dist, c10d, name, factor, arg)
-        for name in _LISTS:  # list-based forms: counted by their total size
+        for name in _LISTS:
             self._wrap(dist, c10d, name, 1, None)
 
     def _wrap(self, dist, c10d, name, factor, arg):
@@ -174,10 +173,10 @@ class CommMeter:
         def wrapped(*args, **kwargs):
             if meter.enabled:
                 ws = dist.get_world_size(kwargs.get("group"))
-                if arg is None:
-                    tensors = [t for a in args[:2] for t in (a if isinstance(a, (list, tuple)) else [a])
-                               if isinstance(t, torch.Tensor)]
-                    nbytes = sum(t.numel() * t.element_size() for t in tensors) // 2
+                if arg is None:  # list forms: the list (one tensor per rank) is the full tensor
+                    lists = [a for a in (*args[:2], *kwargs.values()) if isinstance(a, (list, tuple))]
+                    nbytes = sum(t.numel() * t.element_size() for t in (lists[0] if lists else ())
+                                 if isinstance(t, torch.Tensor))
                 else:
                     t = args[arg] if len(args) > arg else list(kwargs.values())[0]
                     nbytes = t.numel() * t.element_size()
@@ -399,21 +398,6 @@ def deepspeed_env() -> dict:
     return {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(cache_dir() / "torch_extensions")}
 
 
-def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> float:
-    missing = set(b) - set(a)
-    assert not missing, f"{what}: parameters {sorted(missing)[:4]} missing from the engine's gather_fp32_params()"
-    worst, where = 0.0, ""
-    for n, want in b.items():
-        got = a[n]
-        assert got.shape == want.shape, f"{what}: {n} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        d = (got.double() - want.double()).abs()
-        if torch.isnan(d).any():
-            return math.inf
-        if d.max() > worst:
-            worst, where = float(d.max()), n
-    return worst
-
-
 def assert_params_close(got: dict, want: dict, what: str, atol: float, rel_norm: float = 1e-5) -> None:
     """Every parameter of `want` present in `got`, same shape, within atol (and a relative norm)."""
     from autograder.checks import assert_close
@@ -446,14 +430,9 @@ def init_single_process_group(backend: str) -> None:
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
 
 
-class StudentTrainer:
-    name = "student"
-
-    def __init__(self, zero, stage: int, c: GPTConfig, opt: dict, seed: int, device: str, prefetch: bool = False):
-        model = build_model(c, seed, torch.float32, device)
-        cfg = zero.engine.ZeroConfig(stage=stage, lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"],
-                                     weight_decay=opt["weight_decay"], dtype=torch.bfloat16, prefetch=prefetch)
-        self.engine = zero.engine.ZeroEngine(model, cfg)
+class _EngineTrainer:
+    """A training step through an engine with DeepSpeed's interface: engine(batch), engine.backward, engine.step."""
+    engine = None
 
     def step(self, ids, tgt) -> torch.Tensor:
         loss = self.engine(ids, tgt)
@@ -466,7 +445,17 @@ class StudentTrainer:
             return float(self.engine(ids, tgt))
 
 
-class DeepSpeedTrainer:
+class StudentTrainer(_EngineTrainer):
+    name = "student"
+
+    def __init__(self, zero, stage: int, c: GPTConfig, opt: dict, seed: int, device: str, prefetch: bool = False):
+        model = build_model(c, seed, torch.float32, device)
+        cfg = zero.engine.ZeroConfig(stage=stage, lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"],
+                                     weight_decay=opt["weight_decay"], dtype=torch.bfloat16, prefetch=prefetch)
+        self.engine = zero.engine.ZeroEngine(model, cfg)
+
+
+class DeepSpeedTrainer(_EngineTrainer):
     name = "deepspeed"
 
     def __init__(self, stage: int, c: GPTConfig, opt: dict, seed: int, device: str, micro_batch: int):
@@ -481,16 +470,6 @@ class DeepSpeedTrainer:
                "zero_optimization": {"stage": stage}, "steps_per_print": 10**9, "wall_clock_breakdown": False}
         self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=cfg)
         self.name = f"DeepSpeed {deepspeed.__version__} ZeRO-{stage}"
-
-    def step(self, ids, tgt) -> torch.Tensor:
-        loss = self.engine(ids, tgt)
-        self.engine.backward(loss)
-        self.engine.step()
-        return loss.detach()
-
-    def loss(self, ids, tgt) -> float:
-        with torch.no_grad():
-            return float(self.engine(ids, tgt))
 
 
 class TorchTrainer:
