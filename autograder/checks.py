@@ -7,6 +7,8 @@ computed in float32 or float64 by the caller.
 """
 from __future__ import annotations
 
+import random
+
 import torch
 
 # (atol, rtol, relative-norm bound) for an answer computed in this dtype against an fp32/fp64
@@ -73,3 +75,21 @@ class Unchanged:
                 raise AssertionError(f"{what} modified its input `{k}`: inputs are read-only")
             if output is not None and output.untyped_storage().data_ptr() == a.untyped_storage().data_ptr():
                 raise AssertionError(f"{what} returned a tensor that shares memory with its input `{k}`")
+
+
+def secret_seed() -> int:
+    """A seed from the operating system's entropy: different every run and not derivable by the
+    code under test (torch's default generators start from a fixed, well-known seed)."""
+    return random.SystemRandom().randrange(2**31)
+
+
+def assert_not_reused(earlier: torch.Tensor, earlier_copy: torch.Tensor, later: torch.Tensor, what: str) -> None:
+    """A later call must not hand back, or overwrite, the tensor an earlier call returned (a cached
+    output buffer): callers keep outputs, as the engine keeps logits and the model keeps layers' outputs."""
+    if later.untyped_storage().data_ptr() == earlier.untyped_storage().data_ptr():
+        raise AssertionError(f"{what}: the second call returned the same memory as the first (a cached output "
+                             "buffer?): return a new tensor each call")
+    same = torch.equal(earlier, earlier_copy) or bool((earlier.isnan() & earlier_copy.isnan()).all())
+    if not same:
+        raise AssertionError(f"{what}: the second call changed the tensor the first call returned (a cached output "
+                             "buffer?): return a new tensor each call")

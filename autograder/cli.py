@@ -63,7 +63,8 @@ def cmd_grade(args) -> int:
     try:
         for name in names:
             say(f"[{name}] starting")
-            results.append(runner.run_assignment(name, root, log_dir=out / "logs", progress=say, keyword=args.k))
+            results.append(runner.run_assignment(name, root, log_dir=out / "logs", progress=say, keyword=args.k,
+                                                     protect=[out]))
     finally:  # a results file is always written, also when the grader is interrupted
         rep.duration = round(time.time() - t0, 1)
         if not args.quiet and sys.stderr.isatty():

@@ -8,20 +8,29 @@ machines without CUDA, and sends one signed record per event to the grader:
     {"type": "result", "nodeid": ..., "status": passed|failed|not_graded, "score", "max_score",
      "reason", "duration", "extra": {...}}
 
+    {"type": "restart", "reason": ...}   (the CUDA context is broken: continue in a fresh process)
+
 Records travel through a file whose path and HMAC key the grader passes in the environment.
 Both are removed from os.environ when this module is imported, before any student code, so
 student code can neither find the channel by name nor forge a signed record; stdout is never
-read for results.
+read for results. The guards of sandbox.py (imports, files, what a test leaves running) are
+installed here too, and after every test the plugin checks that the checkers were not
+replaced and that the GPU is still usable.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
 import os
+import random
 import time
 
 import pytest
+
+from . import REPO_ROOT, sandbox
+from .impl import ENV_VAR as IMPL_ENV
 
 CHANNEL_ENV = "AUTOGRADER_CHANNEL"
 KEY_ENV = "AUTOGRADER_KEY"
@@ -30,6 +39,7 @@ NOT_GRADED_PREFIX = "not graded here"
 _channel_path = os.environ.pop(CHANNEL_ENV, None)
 _key = os.environ.pop(KEY_ENV, "").encode()
 _channel = open(_channel_path, "a", buffering=1) if _channel_path else None  # noqa: SIM115
+sandbox.install(os.environ.get(IMPL_ENV) or REPO_ROOT / "assignments", _channel_path)
 
 # Triton kernels run in its interpreter where there is no GPU; it must be set before triton
 # is first imported, which happens in student code.
@@ -112,8 +122,17 @@ def grade(request) -> Grade:
     return g
 
 
+_snapshot: sandbox.Snapshot | None = None
+_restart_reason: str | None = None  # set when the CUDA context is unusable after a test
+
+
 def pytest_runtest_logstart(nodeid, location):
+    global _snapshot
     _send({"type": "start", "nodeid": nodeid, "time": time.time()})
+    _snapshot = sandbox.Snapshot()
+    # torch's default generators start from a fixed seed: reseed them from the OS's entropy, so
+    # inputs a test draws from them cannot be predicted (tests draw theirs from `rng` anyway)
+    torch.manual_seed(random.SystemRandom().randrange(2**63))
 
 
 # What checkers and timers rely on, bound here before any student code is imported. After every
@@ -135,7 +154,8 @@ def _guarded() -> dict[tuple[object, str], object]:
     targets += [(_checks, n) for n in ("assert_close", "poison_", "Unchanged", "TOLERANCES")]
     targets += [(_timing, n) for n in ("compare", "record", "Comparison", "Timing", "L2Flusher")]
     targets += [(_timing.Comparison, "ratio"), (Grade, "fraction")]
-    return {(obj, name): getattr(obj, name) for obj, name in targets if hasattr(obj, name)}
+    bound = {(obj, name): getattr(obj, name) for obj, name in targets if hasattr(obj, name)}
+    return {**bound, **sandbox.guarded()}
 
 
 _GUARDED: dict = {}
@@ -150,28 +170,71 @@ def _tampered() -> list[str]:
     return changed
 
 
+def _fail(report, reason: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = reason
+    report._autograder_reason = reason
+
+
+def _cuda_fault() -> str | None:
+    """None if the GPU still works after the test, else why not (the error is sticky: the
+    process must go, see pytest_runtest_logfinish)."""
+    if not (HAS_CUDA and torch.cuda.is_initialized()):
+        return None
+    try:
+        torch.cuda.synchronize()
+        torch.zeros(1, device="cuda").add_(1).item()
+        return None
+    except Exception as e:  # noqa: BLE001
+        return short_reason(e)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    global _restart_reason
     outcome = yield
     report = outcome.get_result()
     if call.when == "call" and _GUARDED:
         changed = _tampered()
         if changed:
-            report.outcome = "failed"
-            report.longrepr = f"tampering: {', '.join(changed)} replaced during the test"
-            report._autograder_reason = (f"tampering: the submission replaced {', '.join(changed)} (functions the "
-                                         "grader checks and times with); restored, and this test scores 0")
-            return
+            return _fail(report, f"tampering: the submission replaced {', '.join(changed)} (functions the grader "
+                                 "checks and times with); restored, and this test scores 0")
+    if call.when == "call":
+        fault = _cuda_fault()
+        if fault is not None:
+            _restart_reason = fault
+            return _fail(report, fault if report.passed or not getattr(call.excinfo, "value", None)
+                         else short_reason(call.excinfo.value))
+        left = _snapshot.leftovers() if _snapshot is not None else []  # (children are killed either way)
+        if left and report.passed:
+            return _fail(report, f"left running after the test: {', '.join(left)}. Join the threads and wait for the "
+                                 "processes you start (children were killed)")
     if call.excinfo is not None and report.failed:
         report._autograder_reason = short_reason(call.excinfo.value)
     elif report.skipped and call.excinfo is not None:
         report._autograder_reason = str(getattr(call.excinfo.value, "msg", call.excinfo.value))
 
 
+_CUDA_HINTS = [
+    ("illegal memory access", "CUDA illegal memory access (a load or store out of bounds in a kernel: check the "
+                              "masks and the block-table/slot indices)"),
+    ("device-side assert", "CUDA device-side assert (an index out of range in a tensor op on the GPU?)"),
+    ("misaligned address", "CUDA misaligned address (a pointer offset that breaks the dtype's alignment)"),
+    ("unspecified launch failure", "CUDA launch failure (a kernel crashed)"),
+]
+
+
 def short_reason(exc: BaseException) -> str:
     """One line a student can act on: the exception type and the first line of its message."""
     name = type(exc).__name__
     msg = str(exc).strip()
+    for needle, what in _CUDA_HINTS:
+        if needle in msg:
+            return f"{what}: {name}: {msg.splitlines()[0][:200]}"
+    if name == "OutOfMemoryError":
+        return f"GPU out of memory: {msg.splitlines()[0][:300]}"
+    if name == "MemoryError":
+        return f"host out of memory (MemoryError{': ' + msg.splitlines()[0][:200] if msg else ''})"
     marker = msg.find("not implemented: ")
     if marker >= 0:  # a stub inside a Triton kernel: the message is wrapped in a compiler/interpreter error
         return msg[marker:].splitlines()[0].rstrip("')\"")[:400]
@@ -218,6 +281,16 @@ def pytest_runtest_logfinish(nodeid, location):
     _send({"type": "result", "nodeid": nodeid, "status": status, "score": score, "max_score": points,
            "reason": st["reason"], "duration": round(st["duration"], 3),
            "extra": dict(g.extra) if g is not None else {}})
+    if _restart_reason is not None:
+        # every later CUDA call in this process would fail too: the grader restarts the suite on
+        # the tests not yet run, in a fresh process, without charging them
+        _send({"type": "restart", "reason": _restart_reason})
+        if _channel is not None:
+            _channel.close()
+        os._exit(0)
+    if st["failed"] and HAS_CUDA and torch.cuda.is_initialized():
+        gc.collect()  # what a failed test (a GPU out-of-memory, say) held on to, before the next test
+        torch.cuda.empty_cache()
 
 
 _items: dict = {}

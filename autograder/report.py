@@ -24,6 +24,7 @@ def terminal(report: GradeReport, verbose: bool = True) -> str:
         lines.append(f"== {a.name}: {a.title} ==")
         if a.error:
             lines.append(f"   ! {a.error}")
+        lines += [f"   note: {n}" for n in a.notes]
         if verbose:
             width = max((len(t.nodeid.split("::")[-1]) for t in a.tests), default=10)
             for t in a.tests:

@@ -25,6 +25,7 @@ class AssignmentResult:
     title: str
     tests: list[TestResult] = field(default_factory=list)
     error: str = ""           # a suite-level problem (crash, time-out), also reflected in tests
+    notes: list[str] = field(default_factory=list)  # what the grader cleaned up (restarts, leftovers)
     duration: float = 0.0
     restarts: int = 0
 

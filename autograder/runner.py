@@ -1,9 +1,11 @@
 """Runs one assignment's graded suite in its own subprocess, and survives whatever it does.
 
-A hang, segfault, os._exit, CUDA fault or out-of-memory is charged to the test that was
-running, with its reason; the suite is then restarted on the tests not yet run, so one
-broken function costs only its own tests. Results arrive as signed records through a file
-(see pytest_plugin.py); stdout and stderr go to a capped log and are never parsed for scores.
+A hang, segfault, os._exit, CUDA fault or out-of-memory (GPU, or host: the suite's resident
+memory is watched) is charged to the test that was running, with its reason; the suite is then
+restarted on the tests not yet run, so one broken function costs only its own tests. Results
+arrive as signed records through a file (see pytest_plugin.py); stdout and stderr go to a
+capped log and are never parsed for scores. When the suite ends, whatever it left running
+(its process group, and orphans that escaped it: this process is their subreaper) is killed.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Callable
 from . import REPO_ROOT, SUITES_DIR, config
 from .impl import ENV_VAR as IMPL_ENV
 from .pytest_plugin import CHANNEL_ENV, KEY_ENV
+from .sandbox import PROTECT_ENV, children, kill_tree
 from .results import AssignmentResult, TestResult
 
 # Lines in a crashed suite's output that explain the crash better than its exit code.
@@ -103,11 +106,12 @@ def crash_reason(returncode: int | None, log: str, killed_for: str | None) -> st
     return f"the test process exited with code {returncode} in the middle of the test (sys.exit / os._exit?)"
 
 
-def _suite_env(impl_root: Path, channel: Path, key: str) -> dict:
+def _suite_env(impl_root: Path, channel: Path, key: str, protect: list[Path] = ()) -> dict:
     env = dict(os.environ)
     env[IMPL_ENV] = str(impl_root)
     env[CHANNEL_ENV] = str(channel)
     env[KEY_ENV] = key
+    env[PROTECT_ENV] = os.pathsep.join(str(p) for p in protect)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # never write __pycache__ into a submission folder
@@ -121,13 +125,54 @@ def _pytest_cmd(suite: Path, extra: list[str]) -> list[str]:
             "-c", str(SUITES_DIR / "pytest.ini"), "--rootdir", str(SUITES_DIR), *extra]
 
 
+def host_memory_limit() -> float:
+    """Bytes of resident memory a suite may use (grading.toml host_memory_gb; 0: 3/4 of this machine's)."""
+    gb = float(config.limits().get("host_memory_gb", 0))
+    if gb > 0:
+        return gb * 2**30
+    return 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def group_rss(pgid: int) -> int:
+    """Resident bytes of every process in a process group, from /proc."""
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat", "rb") as f:
+                rest = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(rest[2]) == pgid:
+            total += int(rest[21]) * page
+    return total
+
+
+def _become_subreaper() -> None:
+    """Orphans of the suite (a double fork that escapes its process group) become our children,
+    so they can be found and killed. Linux only; elsewhere the process group kill must do."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
                    progress: Callable[[str], None] | None = None,
                    per_test_timeout: float | None = None, suite_timeout: float | None = None,
-                   keyword: str | None = None) -> AssignmentResult:
+                   keyword: str | None = None, host_memory_gb: float | None = None,
+                   protect: list[Path] = ()) -> AssignmentResult:
+    """Grade one assignment. `protect`: folders the submission may not touch (the grader's --out)."""
     lim = config.limits()
     per_test_timeout = per_test_timeout or float(lim["per_test_timeout_s"])
     suite_timeout = suite_timeout or float(lim["suite_timeout_s"])
+    mem_limit = host_memory_gb * 2**30 if host_memory_gb else host_memory_limit()
+    exit_grace = float(lim.get("exit_grace_s", 10))
+    _become_subreaper()
+    ours = children()  # processes of ours that existed before the suite: never killed
     suite = SUITES_DIR / name
     result = AssignmentResult(name=name, title=config.title(name))
     say = progress or (lambda s: None)
@@ -147,11 +192,13 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
         with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
             channel = Path(tmp) / "channel.jsonl"
             channel.touch()
-            proc = subprocess.Popen(_pytest_cmd(suite, extra_args + deselect), cwd=tmp, env=_suite_env(impl_root, channel, key),
+            proc = subprocess.Popen(_pytest_cmd(suite, extra_args + deselect), cwd=tmp,
+                                    env=_suite_env(impl_root, channel, key, [*protect, *([log_dir] if log_dir else [])]),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             log = CappedLog(proc.stdout, int(lim["log_head_bytes"]), int(lim["log_tail_bytes"]))
             offset, current, started, killed_for, finished = 0, None, time.time(), None, False
+            restart_for, done_at, lingered, next_rss = None, None, False, 0.0
             while True:
                 rc = proc.poll()
                 recs, offset, bad = read_records(channel, key.encode(), offset)
@@ -175,11 +222,26 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
                         done.add(r["nodeid"])
                         current = None if current == r["nodeid"] else current
                     elif r["type"] == "done":
-                        finished = True
+                        finished, done_at = True, time.time()
+                    elif r["type"] == "restart":
+                        restart_for = r["reason"]
                 if rc is not None:
                     break
                 now = time.time()
-                if current is not None and now - started > per_test_timeout:
+                if finished and now - done_at > exit_grace:
+                    lingered = True  # every result is in; what keeps the process alive is not graded
+                    _kill_group(proc)
+                    proc.wait()
+                    break
+                if now >= next_rss:
+                    next_rss = now + 0.5
+                    rss = group_rss(proc.pid)
+                    if rss > mem_limit:
+                        killed_for = (f"host out of memory: the test used {rss / 2**30:.1f} GB of RAM, over the "
+                                      f"{mem_limit / 2**30:.1f} GB limit (host_memory_gb in autograder/grading.toml)")
+                if killed_for:
+                    pass
+                elif current is not None and now - started > per_test_timeout:
                     killed_for = f"timed out after {per_test_timeout:.0f} s (infinite loop or deadlock?)"
                 elif now - t0 > suite_timeout:
                     killed_for = f"the assignment's suite ran past its {suite_timeout:.0f} s limit"
@@ -197,11 +259,22 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
                     current = None if current == r["nodeid"] else current
                 elif r["type"] == "done":
                     finished = True
+                elif r["type"] == "restart":
+                    restart_for = r["reason"]
             _kill_group(proc)  # threads or children the suite left running
+            escaped = _kill_orphans(ours)
             text = log.text()
             logs.append(f"===== attempt {attempt + 1} (exit {proc.returncode}) =====\n{text}")
+            if lingered or escaped:
+                result.notes.append(("the suite's process did not exit after its last test (threads left running?): "
+                                     "killed" if lingered else "") + (f"; {escaped} escaped process(es) killed" if escaped else ""))
             if finished and not killed_for:
                 break
+            if restart_for is not None and not killed_for:
+                # the plugin charged the test that broke the GPU and stopped: go on in a fresh process
+                result.notes.append(f"restarted after: {restart_for}")
+                result.restarts = attempt + 1
+                continue
             if not order:
                 result.error = "the graded suite could not be collected: " + _last_lines(text)
                 break
@@ -223,6 +296,20 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
         log_dir.mkdir(parents=True, exist_ok=True)
         (log_dir / f"{name}.log").write_text("\n".join(logs))
     return result
+
+
+def _kill_orphans(ours: set[int]) -> int:
+    """Kill children of this process that it did not have before the suite (reparented orphans)."""
+    killed = 0
+    for _ in range(3):
+        extra = children() - ours
+        if not extra:
+            break
+        for pid in extra:
+            kill_tree(pid)
+            killed += 1
+        time.sleep(0.05)
+    return killed
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

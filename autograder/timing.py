@@ -14,9 +14,14 @@ device_time=False (end-to-end, e.g. generate()): host overhead is part of the an
 `min_trials`, trials stop once every contender's interquartile range is within
 `spread` of its median, or at `max_trials` / `budget_s`. The figure is a ratio of medians,
 baseline / student (above 1: the student is faster), recorded with GPU, driver and versions.
+
+Two more checks on the student's calls: a timed output may not share memory with the previous
+trial's (a cached answer), and with `forbidden_kernels` (a regex, e.g. "vllm::") one call is
+profiled and fails if it launches a kernel of the baseline's.
 """
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -90,10 +95,27 @@ def _cycles_per_us(dev) -> float:
     return 2_000_000 / (a.elapsed_time(b) * 1e3)
 
 
+def _storages(out: Any) -> set[int]:
+    """Data pointers of the tensors in an output (a tensor, or a tuple/list/dict of them)."""
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
+    return {t.untyped_storage().data_ptr() for t in items if isinstance(t, torch.Tensor) and t.numel() > 0} - {0}
+
+
+def kernels_launched(fn: Callable[[], Any]) -> list[str]:
+    """Names of the GPU kernels one call of fn launches (torch.profiler, CUDA activity)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sorted({e.name for e in prof.events() if str(getattr(e, "device_type", "")).endswith("CUDA")})
+
+
 def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], Any],
             check: Callable[[Any, Any], None] | None, *, student: str, baseline: str,
             warmup: int = 3, min_trials: int = 10, max_trials: int = 200, spread: float = 0.05,
-            budget_s: float = 60.0, device: str = "cuda", device_time: bool = True) -> Comparison:
+            budget_s: float = 60.0, device: str = "cuda", device_time: bool = True,
+            forbidden_kernels: str | None = None) -> Comparison:
     if not torch.cuda.is_available():
         raise RuntimeError("timing needs a CUDA GPU")
     dev = torch.device(device)
@@ -112,10 +134,17 @@ def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], A
             if check is not None:
                 check(inputs, out)
     torch.cuda.synchronize(dev)
+    if forbidden_kernels and student != baseline:
+        launched = kernels_launched(lambda: fns[student](inputs))
+        hits = [k for k in launched if re.search(forbidden_kernels, k)]
+        if hits:
+            raise AssertionError(f"the student's call launched the baseline's kernel {hits[0][:120]}: the speed test "
+                                 f"compares your code with {baseline}, not {baseline} with itself")
     hold_us = min(2 * host_s * 1e6 + 50, 20_000)  # capped: a call that needs more is host-bound anyway
     hold = int(hold_us * _cycles_per_us(dev)) if device_time else 0
     samples: dict[str, list[float]] = {n: [] for n in names}
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    previous = None  # the student's last timed output, kept alive so its memory cannot be reused
     t0 = time.time()
     for trial in range(max_trials):
         inputs = make_inputs(trial)
@@ -131,6 +160,11 @@ def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], A
             samples[n].append(start.elapsed_time(stop))
             if check is not None:
                 check(inputs, out)  # the timed output itself is checked
+            if n == student:
+                if previous is not None and _storages(out) & _storages(previous):
+                    raise AssertionError("the timed call returned memory that also holds the previous trial's output "
+                                         "(a cached answer or output buffer): return a new tensor, or the `out` given")
+                previous = out
         if trial + 1 >= min_trials:
             settled = all(_iqr(s) <= spread * statistics.median(s) for s in samples.values())
             if settled or time.time() - t0 > budget_s:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from autograder.checks import Unchanged, assert_close
+from autograder.checks import Unchanged, assert_close, assert_not_reused
 
 
 def reference_attend(q, k, v, kv_valid, scale):
@@ -55,5 +55,7 @@ def test_attend_matches_reference(kv, rng, T, dtype):
     assert got.dtype == dtype, f"attend returned {got.dtype}, expected q's dtype {dtype}"
     want = reference_attend(q, k, v, kv_valid, scale)
     assert_close(got, want, what=f"attend(T={T}, S={S}, {dtype})", dtype=dtype)
-    assert_close(kv.attention.attend(q, k, v, None, scale), reference_attend(q, k, v, None, scale),
-                 what="attend with kv_valid=None", dtype=dtype)
+    kept = got.clone()
+    again = kv.attention.attend(q, k, v, None, scale)
+    assert_close(again, reference_attend(q, k, v, None, scale), what="attend with kv_valid=None", dtype=dtype)
+    assert_not_reused(got, kept, again, what="attend")
