@@ -4,7 +4,10 @@
 
 Each folder or .zip in SUBMISSIONS_DIR is one student (named by the file's stem). Every
 student is graded by the ordinary `grade` command in its own process, so one submission
-cannot affect another's grade. Results go to DIR/<student>/ (results.json, grade.json, ...).
+cannot affect another's grade. The jobs share the machine fairly: each gets its share of the
+host-memory limit, and on a GPU machine each job gets a GPU of its own (CUDA_VISIBLE_DEVICES),
+so at most one job per GPU: speed is graded as a ratio, which a second job on the same GPU
+would corrupt. Results go to DIR/<student>/ (results.json, grade.json, ...).
 A student whose DIR/<student>/grade.json exists is skipped, so an interrupted run resumes
 where it stopped (--fresh regrades everyone). DIR/gradebook.csv has one row per student:
 per-assignment score, total, and speed ratios.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -35,12 +39,16 @@ def submissions(folder: Path) -> dict[str, Path]:
     return found
 
 
-def grade_one(student: str, path: Path, out: Path, assignments: list[str], keyword: str | None) -> tuple[str, str]:
+def grade_one(student: str, path: Path, out: Path, assignments: list[str], keyword: str | None,
+              memory_gb: float | None = None, gpu: str | None = None) -> tuple[str, str]:
     dest = out / student
     cmd = [sys.executable, "-m", "autograder", "grade", *assignments, "--impl", str(path), "--out", str(dest), "-q", "--brief"]
     if keyword:
         cmd += ["-k", keyword]
-    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if memory_gb:
+        cmd += ["--host-memory-gb", f"{memory_gb:.2f}"]
+    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}))
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     (dest / "grader-output.txt").parent.mkdir(parents=True, exist_ok=True)
     (dest / "grader-output.txt").write_text(r.stdout + r.stderr)
     if r.returncode != 0 or not (dest / "grade.json").exists():
@@ -85,13 +93,44 @@ def grade_all(folder: Path, out: Path, assignments: list[str], jobs: int, fresh:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     todo = {s: p for s, p in subs.items() if fresh or not (out / s / "grade.json").exists()}
-    print(f"{len(subs)} submissions, {len(subs) - len(todo)} already graded, {len(todo)} to grade with {jobs} at a time")
+    gpus = visible_gpus()
+    if gpus and jobs > len(gpus):
+        print(f"{len(gpus)} GPU(s): grading {len(gpus)} at a time, not {jobs} (a speed grade needs a GPU to itself)")
+        jobs = len(gpus)
+    free: queue.Queue = queue.Queue()
+    for g in gpus or [None] * jobs:
+        free.put(g)
+    from .runner import host_memory_limit
+
+    memory_gb = host_memory_limit() / 2**30 / jobs
+
+    def job(kv):
+        gpu = free.get()
+        try:
+            return grade_one(kv[0], kv[1], out, assignments, keyword, memory_gb, gpu)
+        finally:
+            free.put(gpu)
+
+    print(f"{len(subs)} submissions, {len(subs) - len(todo)} already graded, {len(todo)} to grade with {jobs} at a time"
+          f" ({memory_gb:.1f} GB of RAM each{', one GPU each' if gpus else ''})")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for student, status in pool.map(lambda kv: grade_one(kv[0], kv[1], out, assignments, keyword), todo.items()):
+        for student, status in pool.map(job, todo.items()):
             print(f"  {student}: {status}", flush=True)
     book = gradebook(out, list(subs))
     print(f"gradebook: {book}")
     return 0
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this machine lets us use, as CUDA_VISIBLE_DEVICES entries ([] without CUDA)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(r.stdout.splitlines()) if line.startswith("GPU ")] if r.returncode == 0 else []
 
 
 # ----------------------------------------------------------------------------- Gradescope

@@ -64,7 +64,7 @@ def cmd_grade(args) -> int:
         for name in names:
             say(f"[{name}] starting")
             results.append(runner.run_assignment(name, root, log_dir=out / "logs", progress=say, keyword=args.k,
-                                                     protect=[out]))
+                                                     protect=[out], host_memory_gb=args.host_memory_gb))
     finally:  # a results file is always written, also when the grader is interrupted
         rep.duration = round(time.time() - t0, 1)
         if not args.quiet and sys.stderr.isatty():
@@ -134,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
     s.add_argument("--brief", action="store_true", help="totals only, no per-test table")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    s.add_argument("--host-memory-gb", type=float, default=None,
+                   help="RAM one suite may use before its test is killed (default: grading.toml host_memory_gb)")
     s.set_defaults(fn=cmd_grade)
 
     s = sub.add_parser("grade-all", help="grade every submission (folder or zip) in a folder; writes gradebook.csv")
     s.add_argument("submissions")
     s.add_argument("assignments", nargs="*")
     s.add_argument("--out", default=str(REPO_ROOT / "class-results"))
-    s.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="submissions graded at once")
+    s.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help="submissions graded at once (on a GPU machine at most one per GPU: each job gets its own)")
     s.add_argument("--fresh", action="store_true", help="regrade students already graded")
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
     s.set_defaults(fn=cmd_grade_all)

@@ -64,3 +64,34 @@ def test_github_actions_template_is_valid_yaml_calling_the_cli():
     steps = wf["jobs"]["grade"]["steps"]
     assert wf["jobs"]["grade"]["runs-on"] == ["self-hosted", "gpu"]
     assert any("python3 -m autograder grade-all" in s.get("run", "") for s in steps)
+
+
+def test_grade_all_gives_each_job_its_own_gpu(tmp_path, monkeypatch):
+    """With 2 GPUs and --jobs 4, two students are graded at a time, never two on the same GPU."""
+    import threading
+    import time
+
+    from autograder import classroom
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    subs = tmp_path / "subs"
+    for s in "abcde":
+        (subs / s / "kv_cache").mkdir(parents=True)
+    using, seen, lock = {}, [], threading.Lock()
+
+    def fake_grade_one(student, path, out, assignments, keyword, memory_gb=None, gpu=None):
+        with lock:
+            assert gpu not in using.values(), f"GPU {gpu} given to two jobs at once"
+            using[student] = gpu
+            seen.append((gpu, memory_gb))
+        time.sleep(0.05)
+        with lock:
+            del using[student]
+        return student, "graded"
+
+    monkeypatch.setattr(classroom, "grade_one", fake_grade_one)
+    assert classroom.grade_all(subs, tmp_path / "out", ["kv_cache"], jobs=4, fresh=True, keyword=None) == 0
+    assert {g for g, _ in seen} == {"3", "5"} and len(seen) == 5
+    from autograder.runner import host_memory_limit
+
+    assert all(abs(m - host_memory_limit() / 2**30 / 2) < 1e-6 for _, m in seen), "each job gets its share of RAM"

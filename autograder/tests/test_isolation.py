@@ -35,6 +35,17 @@ def test_crash_is_charged_to_its_test_and_the_rest_still_run(submission, code, r
     assert result.restarts == 1
 
 
+def test_suite_time_limit_stops_the_assignment_not_the_grader(submission):
+    """Each test slow but under its own limit: the assignment's limit stops the suite; what did not
+    run says why and scores 0."""
+    sub = submission(patched_append("import time; time.sleep(20)"))
+    result = run_assignment("kv_cache", sub, per_test_timeout=60, suite_timeout=12,
+                            keyword="append_prefill or bytes_real or repeat_kv")
+    assert "ran past its 12 s limit" in result.error, result.error
+    assert all(t.status == "failed" and t.score == 0 for t in result.tests if "append" in t.nodeid)
+    assert any(t.reason.startswith("not run") or "12 s limit" in t.reason for t in result.tests)
+
+
 def test_syntax_error_fails_each_test_with_file_and_line(submission):
     sub = submission({"kv_cache/kv_cache.py": [("class KVCache:", "class KVCache(:")]})
     result = run_assignment("kv_cache", sub, keyword=FEW)
@@ -121,9 +132,10 @@ def patched_attend(code):
      "    if _CACHED is None or _CACHED.shape != out.shape:\n        _CACHED = torch.empty_like(out)\n"
      "    return _CACHED.copy_(out)\n", "cached output buffer"),
     ("    q[..., 0] = 0\n", "modified its input `q`"),
+    ("    return q.copy_(out)\n", "its input `q`"),
     ("    import sys; sys.exit(0)\n", "SystemExit"),
     ("    bytearray(2**50)\n", "host out of memory (MemoryError"),
-], ids=["nan", "inf", "cached_output", "mutates_input", "sys_exit", "memory_error"])
+], ids=["nan", "inf", "cached_output", "mutates_input", "aliases_input", "sys_exit", "memory_error"])
 def test_wrong_output_scores_zero_with_its_reason(submission, code, reason):
     """Only the attend tests fail, each with a reason that names the problem; the others pass."""
     sub = submission(patched_attend(code))
