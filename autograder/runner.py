@@ -265,9 +265,10 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
             escaped = _kill_orphans(ours)
             text = log.text()
             logs.append(f"===== attempt {attempt + 1} (exit {proc.returncode}) =====\n{text}")
-            if lingered or escaped:
-                result.notes.append(("the suite's process did not exit after its last test (threads left running?): "
-                                     "killed" if lingered else "") + (f"; {escaped} escaped process(es) killed" if escaped else ""))
+            if lingered:
+                result.notes.append("the suite's process did not exit after its last test (threads left running?): killed")
+            if escaped:
+                result.notes.append(f"{escaped} process(es) that escaped the suite's process group were killed")
             if finished and not killed_for:
                 break
             if restart_for is not None and not killed_for:
