@@ -67,7 +67,8 @@ def install(submission: str | os.PathLike, channel: str | None) -> None:
         protected.append(solutions)
     if channel:
         protected.append(os.path.realpath(channel))
-    protected += [_prefix(p) for p in os.environ.pop(PROTECT_ENV, "").split(os.pathsep) if p]
+    # left in the environment (not secret): child processes, ZeRO's ranks, install the same guards
+    protected += [_prefix(p) for p in os.environ.get(PROTECT_ENV, "").split(os.pathsep) if p]
     # a protected folder that holds the submission (say --out inside it) would lock the student out of their own code
     _protected = tuple(p for p in protected if not any(s.startswith(p) for s in _submission))
     libs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}

@@ -282,3 +282,13 @@ def test_launching_the_baseline_kernel_is_caught(submission):
     assert len(result.tests) == 2
     for t in result.tests:
         assert t.status == "failed" and "launched the baseline's kernel" in t.reason, t.reason
+
+
+def test_zero_ranks_have_the_same_guards(submission):
+    """ZeRO's ranks are spawned processes that run the submission: importing DeepSpeed there is
+    refused too, and the rank's error is the test's reason."""
+    sub = submission({"zero/engine.py": [("    def step(self) -> None:\n",
+                                          "    def step(self) -> None:\n        import deepspeed  # noqa: F401\n")]})
+    result = run_assignment("zero", sub, keyword="test_matches_single_process_adamw and 1-2")
+    assert len(result.tests) == 1 and result.tests[0].status == "failed", [t.reason for t in result.tests]
+    assert "may not import deepspeed" in result.tests[0].reason, result.tests[0].reason
