@@ -72,7 +72,7 @@ def install(submission: str | os.PathLike, channel: str | None) -> None:
     # a protected folder that holds the submission (say --out inside it) would lock the student out of their own code
     _protected = tuple(p for p in protected if not any(s.startswith(p) for s in _submission))
     libs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    libs |= set(site.getsitepackages()) | {site.getusersitepackages(), sys.prefix, sys.base_prefix}
+    libs |= set(site.getsitepackages()) | {site.getusersitepackages()}  # (not sys.prefix: it may be "/")
     _library = tuple(sorted({_prefix(p) for p in libs if p} | {os.path.join(p, "") for p in libs if p}))
     builtins.__import__ = _guarded_import
     importlib.import_module = _guarded_import_module
