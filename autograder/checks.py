@@ -58,6 +58,11 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
     return t.fill_(torch.iinfo(t.dtype).min)
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes and elements, a NaN equal to a NaN in the same place."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
+
+
 class Unchanged:
     """Snapshot tensors before a call; .check() fails if the call modified any of them (NaN-aware),
     or if `output` shares memory with one (an answer must be a new tensor, or the `out` given)."""
@@ -70,8 +75,7 @@ class Unchanged:
     def check(self, output: torch.Tensor | None = None, what: str = "the call") -> None:
         for k in self.names:
             a, b = self.tensors[k], self.copies[k]
-            same = a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
-            if not same:
+            if not _same(a, b):
                 raise AssertionError(f"{what} modified its input `{k}`: inputs are read-only")
             if output is not None and output.untyped_storage().data_ptr() == a.untyped_storage().data_ptr():
                 raise AssertionError(f"{what} returned a tensor that shares memory with its input `{k}`")
@@ -89,7 +93,6 @@ def assert_not_reused(earlier: torch.Tensor, earlier_copy: torch.Tensor, later: 
     if later.untyped_storage().data_ptr() == earlier.untyped_storage().data_ptr():
         raise AssertionError(f"{what}: the second call returned the same memory as the first (a cached output "
                              "buffer?): return a new tensor each call")
-    same = torch.equal(earlier, earlier_copy) or bool((earlier.isnan() & earlier_copy.isnan()).all())
-    if not same:
+    if not _same(earlier, earlier_copy):
         raise AssertionError(f"{what}: the second call changed the tensor the first call returned (a cached output "
                              "buffer?): return a new tensor each call")

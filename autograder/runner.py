@@ -27,7 +27,7 @@ from typing import Callable
 from . import REPO_ROOT, SUITES_DIR, config
 from .impl import ENV_VAR as IMPL_ENV
 from .pytest_plugin import CHANNEL_ENV, KEY_ENV
-from .sandbox import PROTECT_ENV, children, kill_tree
+from .sandbox import PROTECT_ENV, children, kill_tree, proc_stats
 from .results import AssignmentResult, TestResult
 
 # Lines in a crashed suite's output that explain the crash better than its exit code.
@@ -135,18 +135,8 @@ def host_memory_limit() -> float:
 
 def group_rss(pgid: int) -> int:
     """Resident bytes of every process in a process group, from /proc."""
-    total, page = 0, os.sysconf("SC_PAGE_SIZE")
-    for e in os.listdir("/proc"):
-        if not e.isdigit():
-            continue
-        try:
-            with open(f"/proc/{e}/stat", "rb") as f:
-                rest = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(rest[2]) == pgid:
-            total += int(rest[21]) * page
-    return total
+    page = os.sysconf("SC_PAGE_SIZE")
+    return sum(st.rss_pages * page for st in proc_stats() if st.pgrp == pgid)
 
 
 def _become_subreaper() -> None:
@@ -199,11 +189,10 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
             log = CappedLog(proc.stdout, int(lim["log_head_bytes"]), int(lim["log_tail_bytes"]))
             offset, current, started, killed_for, finished = 0, None, time.time(), None, False
             restart_for, done_at, lingered, next_rss = None, None, False, 0.0
-            while True:
-                rc = proc.poll()
-                recs, offset, bad = read_records(channel, key.encode(), offset)
-                if bad:
-                    result.error = f"{bad} forged or corrupt result record(s) rejected"
+
+            def take(recs: list[dict]) -> None:
+                """Apply the suite's records, while it runs and once more after it exits."""
+                nonlocal current, started, finished, done_at, restart_for
                 for r in recs:
                     if r["type"] == "collected":
                         for t in r["tests"]:
@@ -225,6 +214,13 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
                         finished, done_at = True, time.time()
                     elif r["type"] == "restart":
                         restart_for = r["reason"]
+
+            while True:
+                rc = proc.poll()
+                recs, offset, bad = read_records(channel, key.encode(), offset)
+                if bad:
+                    result.error = f"{bad} forged or corrupt result record(s) rejected"
+                take(recs)
                 if rc is not None:
                     break
                 now = time.time()
@@ -239,28 +235,16 @@ def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
                     if rss > mem_limit:
                         killed_for = (f"host out of memory: the test used {rss / 2**30:.1f} GB of RAM, over the "
                                       f"{mem_limit / 2**30:.1f} GB limit (host_memory_gb in autograder/grading.toml)")
-                if killed_for:
-                    pass
-                elif current is not None and now - started > per_test_timeout:
+                if killed_for is None and current is not None and now - started > per_test_timeout:
                     killed_for = f"timed out after {per_test_timeout:.0f} s (infinite loop or deadlock?)"
-                elif now - t0 > suite_timeout:
+                elif killed_for is None and now - t0 > suite_timeout:
                     killed_for = f"the assignment's suite ran past its {suite_timeout:.0f} s limit"
                 if killed_for:
                     _kill_group(proc)
                     proc.wait()
                     break
                 time.sleep(0.1)
-            recs, offset, _ = read_records(channel, key.encode(), offset)  # records written just before exit
-            for r in recs:
-                if r["type"] == "result" and r["nodeid"] in tests:
-                    t = tests[r["nodeid"]]
-                    t.status, t.score, t.reason, t.duration, t.extra = r["status"], min(float(r["score"]), t.max_score), r["reason"], r["duration"], r.get("extra", {})
-                    done.add(r["nodeid"])
-                    current = None if current == r["nodeid"] else current
-                elif r["type"] == "done":
-                    finished = True
-                elif r["type"] == "restart":
-                    restart_for = r["reason"]
+            take(read_records(channel, key.encode(), offset)[0])  # records written just before exit
             _kill_group(proc)  # threads or children the suite left running
             escaped = _kill_orphans(ours)
             text = log.text()

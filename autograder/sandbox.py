@@ -32,6 +32,8 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from . import PACKAGE_DIR, REPO_ROOT, SUITES_DIR
 
@@ -100,8 +102,8 @@ def _calling_file(depth: int) -> str | None:
     return None
 
 
-def _student_on_stack(depth: int) -> bool:
-    f = sys._getframe(depth)
+def _submission_frame_in(f) -> bool:
+    """Whether frame f, or any frame it was called from, runs submission code."""
     while f is not None:
         if in_submission(f.f_code.co_filename):
             return True
@@ -142,7 +144,7 @@ def _importer(globals_: dict | None) -> str | None:
     return f if f else _calling_file(3)
 
 
-def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002 - builtins' signature
+def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
     student = level == 0 and in_submission(_importer(globals))
     if student and _BLOCKED_MODULES.match(name):
         raise _refused(name)  # before it runs: the module itself is off limits
@@ -179,11 +181,11 @@ def _audit(event: str, args: tuple) -> None:
             continue
         try:
             path = os.path.abspath(os.fsdecode(p))
-        except Exception:  # noqa: BLE001
+        except Exception:
             continue
         if not (path.startswith(_protected) or os.path.realpath(path).startswith(_protected)):
             continue
-        if _student_on_stack(2):
+        if _submission_frame_in(sys._getframe(1)):
             raise PermissionError(f"the submission may not touch {path}: the grader's tests, the reference solution "
                                   "and the results are off limits to graded code")
 
@@ -195,25 +197,35 @@ def _audit(event: str, args: tuple) -> None:
 _SESSION_HELPERS = re.compile(r"multiprocessing\.(resource_tracker|forkserver|semaphore_tracker)|compile_worker")
 
 
-def children(pid: int | None = None) -> set[int]:
-    """Live direct children of `pid` (default: this process), from /proc."""
-    pid = os.getpid() if pid is None else pid
-    out = set()
+class ProcStat(NamedTuple):
+    pid: int
+    state: bytes
+    ppid: int
+    pgrp: int
+    rss_pages: int
+
+
+def proc_stats() -> Iterator[ProcStat]:
+    """Every process's /proc/<pid>/stat: the fields the grader uses (proc(5))."""
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return out
+        return
     for e in entries:
         if not e.isdigit():
             continue
         try:
             with open(f"/proc/{e}/stat", "rb") as f:
-                rest = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
+                rest = f.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": comm may hold spaces
+            yield ProcStat(int(e), rest[0], int(rest[1]), int(rest[2]), int(rest[21]))
+        except (OSError, IndexError, ValueError):
             continue
-        if int(rest[1]) == pid and rest[0] != b"Z":
-            out.add(int(e))
-    return out
+
+
+def children(pid: int | None = None) -> set[int]:
+    """Live direct children of `pid` (default: this process), from /proc."""
+    pid = os.getpid() if pid is None else pid
+    return {st.pid for st in proc_stats() if st.ppid == pid and st.state != b"Z"}
 
 
 def _cmdline(pid: int) -> str:
@@ -232,12 +244,7 @@ def _runs_submission(t: threading.Thread) -> bool:
     target = getattr(t, "_target", None) or getattr(type(t), "run", None)
     if in_submission(getattr(getattr(target, "__code__", None), "co_filename", None)):
         return True
-    f = sys._current_frames().get(t.ident)
-    while f is not None:
-        if in_submission(f.f_code.co_filename):
-            return True
-        f = f.f_back
-    return False
+    return _submission_frame_in(sys._current_frames().get(t.ident))
 
 
 class Snapshot:
