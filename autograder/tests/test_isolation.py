@@ -164,10 +164,13 @@ def test_host_memory_limit_kills_the_test_not_the_machine(submission):
     assert all(t.status == "passed" for n, t in tests.items() if n != "test_append_prefill_then_decode")
 
 
-def _alive(pattern: str) -> list[str]:
-    import subprocess
+def _alive(pattern: str) -> list[int]:
+    """Live processes whose command line matches (from /proc: pgrep is not on every machine)."""
+    import re
 
-    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    from autograder.sandbox import _cmdline, proc_stats
+
+    return [st.pid for st in proc_stats() if st.state != b"Z" and re.search(pattern, _cmdline(st.pid))]
 
 
 def test_threads_and_processes_left_running_are_charged_and_killed(submission):
