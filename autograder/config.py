@@ -55,3 +55,11 @@ def speed_scale(assignment: str, key: str) -> SpeedScale:
 
 def review_ratio() -> float:
     return float(load()["speed"]["review"])
+
+
+def inprocess_tiers(assignment: str) -> set[str]:
+    """Tiers whose submission code still runs inside the test process ([isolation] in grading.toml)."""
+    iso = load().get("isolation", {})
+    if assignment in iso.get("inprocess_assignments", []):
+        return {"correctness", "gpu", "speed"}
+    return set(iso.get("inprocess_tiers", []))

@@ -5,6 +5,10 @@
 `kv_cache/`). The grader puts the resolved folder in AUTOGRADER_IMPL; graded tests call
 `load("kv_cache")` and never learn where the code came from.
 
+In a graded suite (AUTOGRADER_MODE=worker) `load` imports nothing here: it returns a proxy of
+the module as imported by the test's sandboxed worker (autograder/remote/). Elsewhere (the
+tooling's tests, the benches, the legacy in-process tiers) it imports the module in this process.
+
 Assignment packages import each other by their top-level names (the engine imports
 `kv_cache.model`), so the resolved folder goes first on sys.path.
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 from . import REPO_ROOT
 
 ENV_VAR = "AUTOGRADER_IMPL"
+MODE_ENV = "AUTOGRADER_MODE"   # "worker": submission code runs only in the sandboxed worker
 
 
 class ImplementationError(Exception):
@@ -86,9 +91,11 @@ def load(assignment: str, module: str | None = None):
     base = root()
     if not (base / assignment).is_dir():
         raise ImplementationError(f"no folder {assignment}/ in {base}: the submission must keep the assignments/ layout")
+    name = assignment if module is None else f"{assignment}.{module}"
+    if os.environ.get(MODE_ENV) == "worker":
+        return _load_remote(name)
     if str(base) not in sys.path:
         sys.path.insert(0, str(base))
-    name = assignment if module is None else f"{assignment}.{module}"
     try:
         return importlib.import_module(name)
     except Exception as e:  # noqa: BLE001 - any failure of student code is reported, not raised raw
@@ -97,6 +104,20 @@ def load(assignment: str, module: str | None = None):
         if isinstance(e, SyntaxError) and e.filename:
             where = f" ({Path(e.filename).name}:{e.lineno})"
         raise ImplementationError(f"importing {name} failed{where}: {type(e).__name__}: {e}") from None
+
+
+def _load_remote(name: str):
+    from .remote.client import WorkerError, current
+
+    try:
+        return current().import_module(name)
+    except WorkerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the submission's import failed in the worker: say where
+        frames = [f for f in getattr(e, "submission_traceback", []) if str(f[0]).startswith("/submission/")]
+        where = f" ({frames[-1][0].removeprefix('/submission/')}:{frames[-1][1]})" if frames else ""
+        kind = type(e).__name__
+        raise ImplementationError(f"importing {name} failed{where}: {kind}: {e}") from None
 
 
 def copy_tree(src: Path, dst: Path) -> None:

@@ -10,12 +10,20 @@ machines without CUDA, and sends one signed record per event to the grader:
 
     {"type": "restart", "reason": ...}   (the CUDA context is broken: continue in a fresh process)
 
-Records travel through a file whose path and HMAC key the grader passes in the environment.
-Both are removed from os.environ when this module is imported, before any student code, so
-student code can neither find the channel by name nor forge a signed record; stdout is never
-read for results. The guards of sandbox.py (imports, files, what a test leaves running) are
-installed here too, and after every test the plugin checks that the checkers were not
-replaced and that the GPU is still usable.
+Records travel through a file whose path and HMAC key the grader passes in the environment;
+stdout is never read for results.
+
+Two modes (AUTOGRADER_MODE, set by the runner per pass):
+
+* worker: this process is trusted. It never imports or runs submission code: `load()` hands the
+  tests proxies of a sandboxed worker (autograder/remote/), a fresh one per test, killed with
+  everything it started when the test ends. What the submission raises arrives as an ordinary
+  exception (SystemExit, KeyboardInterrupt, pytest.skip/xfail/exit as SubmissionError), so it can
+  only fail its test; "not graded here" is said only by the grader's own markers.
+* inprocess (legacy, ZeRO and the speed tier until they move): submission code runs here, behind
+  the guards of sandbox.py (imports, files, what a test leaves running); after every test the
+  plugin checks that the checkers were not replaced and that the GPU is still usable. Its records
+  are not trusted by the runner beyond the test list and points it collected itself.
 """
 from __future__ import annotations
 
@@ -30,16 +38,24 @@ import time
 import pytest
 
 from . import REPO_ROOT, sandbox
-from .impl import ENV_VAR as IMPL_ENV
+from .impl import ENV_VAR as IMPL_ENV, MODE_ENV
 
 CHANNEL_ENV = "AUTOGRADER_CHANNEL"
 KEY_ENV = "AUTOGRADER_KEY"
+TIMEOUT_ENV = "AUTOGRADER_TEST_TIMEOUT"
+TIERS_ENV = "AUTOGRADER_TIERS"  # the tiers this pass runs (empty: all); the others are listed, not run
 NOT_GRADED_PREFIX = "not graded here"
 
 _channel_path = os.environ.pop(CHANNEL_ENV, None)
 _key = os.environ.pop(KEY_ENV, "").encode()
 _channel = open(_channel_path, "a", buffering=1) if _channel_path else None  # noqa: SIM115
-sandbox.install(os.environ.get(IMPL_ENV) or REPO_ROOT / "assignments", _channel_path)
+WORKER_MODE = os.environ.get(MODE_ENV) == "worker"
+if WORKER_MODE:
+    from .remote import client as _client
+
+    _client.configure(os.environ.get(IMPL_ENV) or REPO_ROOT / "assignments")
+else:
+    sandbox.install(os.environ.get(IMPL_ENV) or REPO_ROOT / "assignments", _channel_path)
 
 # Triton kernels run in its interpreter where there is no GPU; it must be set before triton
 # is first imported, which happens in student code.
@@ -79,13 +95,23 @@ def tier_of(item) -> str:
 
 
 def pytest_configure(config):
-    _GUARDED.update(_guarded())
+    if not WORKER_MODE:
+        _GUARDED.update(_guarded())
     config.addinivalue_line("markers", "points(n): points this graded test is worth")
     config.addinivalue_line("markers", "gpu: needs CUDA")
     config.addinivalue_line("markers", "speed: GPU speed test graded as a ratio")
 
 
+_deferred: list = []  # collected, run by another pass of the runner
+
+
 def pytest_collection_modifyitems(session, config, items):
+    tiers = {t for t in os.environ.get(TIERS_ENV, "").split(",") if t}
+    if tiers:
+        _deferred.extend(i for i in items if tier_of(i) not in tiers)
+        if _deferred:
+            config.hook.pytest_deselected(items=list(_deferred))
+            items[:] = [i for i in items if tier_of(i) in tiers]
     for item in items:
         if tier_of(item) != "correctness" and not HAS_CUDA:
             item.add_marker(pytest.mark.skip(reason=f"{NOT_GRADED_PREFIX} (no GPU)"))
@@ -129,6 +155,10 @@ _restart_reason: str | None = None  # set when the CUDA context is unusable afte
 def pytest_runtest_logstart(nodeid, location):
     global _snapshot
     _send({"type": "start", "nodeid": nodeid, "time": time.time()})
+    if WORKER_MODE:  # the worker is forked on first use; its calls must end before the runner's limit
+        limit = float(os.environ.get(TIMEOUT_ENV) or 300)
+        _client.begin_test(max(5.0, limit - 10.0))
+        return
     _snapshot = sandbox.Snapshot()
     # torch's default generators start from a fixed seed: reseed them from the OS's entropy, so
     # inputs a test draws from them cannot be predicted (tests draw theirs from `rng` anyway)
@@ -194,6 +224,12 @@ def pytest_runtest_makereport(item, call):
     global _restart_reason
     outcome = yield
     report = outcome.get_result()
+    if WORKER_MODE:
+        if call.excinfo is not None and report.failed:
+            report._autograder_reason = short_reason(call.excinfo.value)
+        elif report.skipped and call.excinfo is not None:
+            report._autograder_reason = str(getattr(call.excinfo.value, "msg", call.excinfo.value))
+        return
     if call.when == "call" and _GUARDED:
         changed = _tampered()
         if changed:
@@ -264,6 +300,10 @@ def pytest_runtest_logreport(report):
 
 def pytest_runtest_logfinish(nodeid, location):
     st = _state.pop(nodeid, None) or {"failed": True, "reason": "no report", "skipped": False, "duration": 0.0}
+    if WORKER_MODE:
+        died = _client.end_test()  # the test's worker, and whatever it started, is gone now
+        if died and not st["failed"]:
+            st["failed"], st["reason"] = True, died
     item = _items.get(nodeid)
     points = points_of(item) if item is not None else 0.0
     g: Grade | None = getattr(item, "_autograder_grade", None) if item is not None else None
@@ -301,9 +341,13 @@ def pytest_collection_finish(session):
     for item in session.items:
         _items[item.nodeid] = item
     _send({"type": "collected", "tests": [
-        {"nodeid": i.nodeid, "name": _name(i), "points": points_of(i), "tier": tier_of(i)} for i in session.items
+        {"nodeid": i.nodeid, "name": _name(i), "points": points_of(i), "tier": tier_of(i)}
+        for i in [*session.items, *_deferred]
     ]})
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if WORKER_MODE:
+        _client.shutdown()
+        _send({"type": "isolation", "level": _client.isolation_level()})
     _send({"type": "done"})

@@ -28,6 +28,9 @@ class AssignmentResult:
     notes: list[str] = field(default_factory=list)  # what the grader cleaned up (restarts, leftovers)
     duration: float = 0.0
     restarts: int = 0
+    # where submission code ran, per tier: "worker: bubblewrap" (graded outside its reach) or
+    # "in-process: legacy guards" (graded in the process that ran it; docs/grading.md)
+    isolation: dict = field(default_factory=dict)
 
     @property
     def score(self) -> float:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import REPO_ROOT, SUITES_DIR, config
-from .impl import ENV_VAR as IMPL_ENV
-from .pytest_plugin import CHANNEL_ENV, KEY_ENV
+from .impl import ENV_VAR as IMPL_ENV, MODE_ENV
+from .pytest_plugin import CHANNEL_ENV, KEY_ENV, TIERS_ENV, TIMEOUT_ENV
 from .sandbox import PROTECT_ENV, children, kill_tree, proc_stats
 from .results import AssignmentResult, TestResult
 
@@ -60,20 +60,35 @@ class CappedLog:
                     self.dropped += len(self.tail) - self.tail_cap
                     del self.tail[: len(self.tail) - self.tail_cap]
 
+    def snapshot(self) -> str:
+        """What was read so far (the stream may still be open)."""
+        return (bytes(self.head[-16384:]) if not self.tail else bytes(self.tail[-16384:])).decode(errors="replace")
+
     def text(self) -> str:
         self.thread.join(timeout=5)
         mid = f"\n[... {self.dropped} bytes of output dropped ...]\n" if self.dropped else ""
         return (bytes(self.head).decode(errors="replace") + mid + bytes(self.tail).decode(errors="replace"))
 
 
+MAX_RECORD_BYTES = 1 << 20       # one record line; longer ones are rejected unread
+MAX_READ_BYTES = 8 << 20         # read from the channel per poll
+
+
 def read_records(path: Path, key: bytes, offset: int = 0) -> tuple[list[dict], int, int]:
-    """Signed records from the channel file after `offset`: (records, new offset, rejected)."""
+    """Signed records from the channel file after `offset`: (records, new offset, rejected).
+    Reads are bounded: at most MAX_READ_BYTES per call, and a line over MAX_RECORD_BYTES is
+    skipped (and counted as rejected) without being held in memory."""
     good, bad = [], 0
     with open(path, "rb") as f:
         f.seek(offset)
-        data = f.read()
+        data = f.read(MAX_READ_BYTES)
     end = data.rfind(b"\n") + 1  # only whole lines
+    if end == 0 and len(data) >= MAX_RECORD_BYTES:  # one endless line: skip what was read
+        return [], offset + len(data), 1
     for line in data[:end].splitlines():
+        if len(line) > MAX_RECORD_BYTES:
+            bad += 1
+            continue
         try:
             outer = json.loads(line)
             body = outer["rec"]
@@ -106,9 +121,13 @@ def crash_reason(returncode: int | None, log: str, killed_for: str | None) -> st
     return f"the test process exited with code {returncode} in the middle of the test (sys.exit / os._exit?)"
 
 
-def _suite_env(impl_root: Path, channel: Path, key: str, protect: list[Path] = ()) -> dict:
+def _suite_env(impl_root: Path, channel: Path, key: str, protect: list[Path] = (), mode: str = "worker",
+               tiers: set[str] | None = None, per_test_timeout: float = 300) -> dict:
     env = dict(os.environ)
     env[IMPL_ENV] = str(impl_root)
+    env[MODE_ENV] = mode
+    env[TIERS_ENV] = ",".join(sorted(tiers)) if tiers else ""
+    env[TIMEOUT_ENV] = str(per_test_timeout)
     env[CHANNEL_ENV] = str(channel)
     env[KEY_ENV] = key
     env[PROTECT_ENV] = os.pathsep.join(str(p) for p in protect)
@@ -133,10 +152,22 @@ def host_memory_limit() -> float:
     return 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def group_rss(pgid: int) -> int:
-    """Resident bytes of every process in a process group, from /proc."""
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and every process below it (its sandboxed workers and whatever
+    they started, in new sessions too: they stay below it in the process tree), from /proc."""
     page = os.sysconf("SC_PAGE_SIZE")
-    return sum(st.rss_pages * page for st in proc_stats() if st.pgrp == pgid)
+    stats = list(proc_stats())
+    kids: dict[int, list] = {}
+    for st in stats:
+        kids.setdefault(st.ppid, []).append(st)
+    total, todo = 0, [pid]
+    own = next((st for st in stats if st.pid == pid), None)
+    total += own.rss_pages * page if own else 0
+    while todo:
+        for st in kids.get(todo.pop(), []):
+            total += st.rss_pages * page
+            todo.append(st.pid)
+    return total
 
 
 def _become_subreaper() -> None:
@@ -150,137 +181,221 @@ def _become_subreaper() -> None:
         pass
 
 
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def passes(name: str, cuda: bool) -> list[tuple[str, set[str] | None]]:
+    """(mode, tiers) per pytest run of a suite. The worker pass comes first: it is trusted, and its
+    collection is the test list and points the runner grades against. An in-process pass may only
+    report the tiers it was started for. Without CUDA the GPU tiers are 'not graded here' in the
+    worker pass, so no in-process pass is needed."""
+    inproc = config.inprocess_tiers(name)
+    if inproc >= {"correctness", "gpu", "speed"}:
+        return [("inprocess", None)]
+    if not cuda or not inproc:
+        return [("worker", None)]
+    return [("worker", {"correctness", "gpu", "speed"} - inproc), ("inprocess", inproc)]
+
+
+class AssignmentRun:
+    """Grades one assignment: a pass per isolation mode, each restarted after a crash on the tests
+    it has not finished, with time, memory and record checks; see run_assignment."""
+
+    def __init__(self, name: str, impl_root: Path, *, log_dir: Path | None, progress: Callable[[str], None] | None,
+                 per_test_timeout: float | None, suite_timeout: float | None, keyword: str | None,
+                 host_memory_gb: float | None, protect: list[Path]):
+        lim = config.limits()
+        self.name, self.impl_root, self.log_dir, self.keyword = name, impl_root, log_dir, keyword
+        self.protect = [*protect, *([log_dir] if log_dir else [])]
+        self.per_test_timeout = per_test_timeout or float(lim["per_test_timeout_s"])
+        self.suite_timeout = suite_timeout or float(lim["suite_timeout_s"])
+        self.mem_limit = host_memory_gb * 2**30 if host_memory_gb else host_memory_limit()
+        self.exit_grace = float(lim.get("exit_grace_s", 10))
+        self.max_restarts = int(lim["max_restarts"])
+        self.say = progress or (lambda s: None)
+        self.result = AssignmentResult(name=name, title=config.title(name))
+        self.tests: dict[str, TestResult] = {}
+        self.order: list[str] = []
+        self.done: set[str] = set()
+        self.logs: list[str] = []
+        self.trusted_list = False
+        self.rejected: list[str] = []
+
+    # ------------------------------------------------------------------ records
+    def _collected(self, tests: list[dict], trusted: bool) -> None:
+        if self.trusted_list and not trusted:
+            return  # an untrusted process may not add tests or change points
+        for t in tests:
+            if t["nodeid"] not in self.tests:
+                self.tests[t["nodeid"]] = TestResult(assignment=self.name, nodeid=t["nodeid"], name=t["name"],
+                                                     tier=t["tier"], max_score=float(t["points"]))
+                self.order.append(t["nodeid"])
+        self.trusted_list = self.trusted_list or trusted
+
+    def _result(self, r: dict, allowed: set[str] | None) -> None:
+        nodeid = r.get("nodeid")
+        t = self.tests.get(nodeid)
+        why = ("a test the grader did not collect" if t is None else
+               "a test this pass does not run" if allowed is not None and t.tier not in allowed else
+               "a test that already has its result" if nodeid in self.done else
+               f"a score above the test's {t.max_score:g} points" if float(r.get("score", 0)) > t.max_score + 1e-9 else
+               "a status the grader does not know" if r.get("status") not in ("passed", "failed", "not_graded") else None)
+        if why:
+            self.rejected.append(f"{str(nodeid)[:120]}: {why}")
+            return
+        t.status, t.reason = r["status"], str(r.get("reason", ""))[:4000]
+        t.score = min(max(float(r["score"]), 0.0), t.max_score) if t.status == "passed" else 0.0
+        t.duration, t.extra = float(r.get("duration", 0.0)), dict(r.get("extra") or {})
+        self.done.add(nodeid)
+
+    # ------------------------------------------------------------------ one pytest process
+    def _attempt(self, mode: str, tiers: set[str] | None, attempt: int, t0: float) -> tuple[bool, bool]:
+        """Run the pass once on the tests it has not finished. Returns (finished, restart_requested)."""
+        trusted = mode == "worker"
+        deselect = [a for n in self.done for a in ("--deselect", n)]
+        extra = (["-k", self.keyword] if self.keyword else []) + deselect
+        key = secrets.token_hex(16)
+        current: str | None = None
+        started, killed_for, finished, restart_for, done_at, lingered = time.time(), None, False, None, None, False
+        with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
+            channel = Path(tmp) / "channel.jsonl"
+            channel.touch()
+            env = _suite_env(self.impl_root, channel, key, self.protect, mode, tiers, self.per_test_timeout)
+            proc = subprocess.Popen(_pytest_cmd(SUITES_DIR / self.name, extra), cwd=tmp, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            log = CappedLog(proc.stdout, int(config.limits()["log_head_bytes"]), int(config.limits()["log_tail_bytes"]))
+            offset, next_rss = 0, 0.0
+
+            def take(recs: list[dict]) -> None:
+                nonlocal current, started, finished, done_at, restart_for
+                for r in recs:
+                    kind = r.get("type")
+                    if kind == "collected":
+                        self._collected(r.get("tests", []), trusted)
+                    elif kind == "start":
+                        current, started = r.get("nodeid"), time.time()
+                        self.say(f"[{self.name}] {len(self.done) + 1}/{len(self.order)} {str(current).split('::')[-1]}")
+                    elif kind == "result":
+                        self._result(r, tiers)
+                        current = None if current == r.get("nodeid") else current
+                    elif kind == "isolation" and trusted:
+                        self.result.isolation[",".join(sorted(tiers)) if tiers else "all"] = f"worker: {r.get('level')}"
+                    elif kind == "done":
+                        finished, done_at = True, time.time()
+                    elif kind == "restart":
+                        restart_for = str(r.get("reason", ""))[:400]
+
+            while True:
+                rc = proc.poll()
+                recs, offset, bad = read_records(channel, key.encode(), offset)
+                if bad:
+                    self.rejected.append(f"{bad} forged, corrupt or oversized result record(s)")
+                take(recs)
+                if rc is not None:
+                    break
+                now = time.time()
+                if finished and now - done_at > self.exit_grace:
+                    lingered = True
+                    _kill_group(proc)
+                    proc.wait()
+                    break
+                if now >= next_rss:
+                    next_rss = now + 0.5
+                    rss = tree_rss(proc.pid)
+                    if rss > self.mem_limit:
+                        killed_for = (f"host out of memory: the test used {rss / 2**30:.1f} GB of RAM, over the "
+                                      f"{self.mem_limit / 2**30:.1f} GB limit (host_memory_gb in autograder/grading.toml)")
+                if killed_for is None and current is not None and now - started > self.per_test_timeout:
+                    killed_for = f"timed out after {self.per_test_timeout:.0f} s (infinite loop or deadlock?)"
+                elif killed_for is None and now - t0 > self.suite_timeout:
+                    killed_for = f"the assignment's suite ran past its {self.suite_timeout:.0f} s limit"
+                if killed_for:
+                    _kill_tree_of(proc)
+                    proc.wait()
+                    break
+                time.sleep(0.1)
+            take(read_records(channel, key.encode(), offset)[0])  # records written just before exit
+            _kill_tree_of(proc)  # threads, children or sandboxes the suite left running
+            text = log.text()
+        self.logs.append(f"===== {mode} pass, attempt {attempt + 1} (exit {proc.returncode}) =====\n{text}")
+        if lingered:
+            self.result.notes.append("the suite's process did not exit after its last test (threads left running?): killed")
+        if finished and not killed_for:
+            return True, False
+        if restart_for is not None and not killed_for:
+            self.result.notes.append(f"restarted after: {restart_for}")
+            return False, True
+        if not self.order:
+            self.result.error = "the graded suite could not be collected: " + _last_lines(text)
+            return True, False
+        reason = crash_reason(proc.returncode, text, killed_for)
+        victim = current if current in self.tests and current not in self.done else None
+        if victim is None:
+            victim = next((n for n in self.order if n not in self.done and _in(self.tests[n], tiers)), None)
+        if victim is not None:
+            t = self.tests[victim]
+            t.status, t.score, t.reason = "failed", 0.0, reason
+            self.done.add(victim)
+        self.result.error = reason
+        return False, False
+
+    def run(self) -> AssignmentResult:
+        _become_subreaper()
+        ours = children()
+        t0 = time.time()
+        if config.inprocess_tiers(self.name) >= {"correctness", "gpu", "speed"}:
+            self._collected(collect(self.name, self.keyword), trusted=True)  # the list, from a trusted process
+        for mode, tiers in passes(self.name, _has_cuda()):
+            if mode == "inprocess":
+                self.result.isolation[",".join(sorted(tiers)) if tiers else "all"] = \
+                    "in-process: legacy guards (the test process runs submission code; docs/grading.md)"
+            for attempt in range(self.max_restarts + 1):
+                remaining = [n for n in self.order if n not in self.done and _in(self.tests[n], tiers)]
+                if attempt > 0 and not remaining:
+                    break
+                finished, restart = self._attempt(mode, tiers, attempt, t0)
+                if restart:
+                    self.result.restarts += 1
+                    continue
+                if finished or time.time() - t0 > self.suite_timeout:
+                    break
+                self.result.restarts += 1
+        escaped = _kill_orphans(ours)
+        if escaped:
+            self.result.notes.append(f"{escaped} process(es) that escaped the suite's process group were killed")
+        if self.rejected:
+            self.result.notes.append("rejected result records: " + "; ".join(self.rejected[:10]))
+        for n in self.order:
+            if n not in self.done:
+                self.tests[n].reason = f"not run: {self.result.error or 'the suite stopped early'}"
+        self.result.tests = [self.tests[n] for n in self.order]
+        self.result.duration = round(time.time() - t0, 2)
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / f"{self.name}.log").write_text("\n".join(self.logs))
+        return self.result
+
+
+def _in(t: TestResult, tiers: set[str] | None) -> bool:
+    return tiers is None or t.tier in tiers
+
+
 def run_assignment(name: str, impl_root: Path, *, log_dir: Path | None = None,
                    progress: Callable[[str], None] | None = None,
                    per_test_timeout: float | None = None, suite_timeout: float | None = None,
                    keyword: str | None = None, host_memory_gb: float | None = None,
                    protect: list[Path] = ()) -> AssignmentResult:
     """Grade one assignment. `protect`: folders the submission may not touch (the grader's --out)."""
-    lim = config.limits()
-    per_test_timeout = per_test_timeout or float(lim["per_test_timeout_s"])
-    suite_timeout = suite_timeout or float(lim["suite_timeout_s"])
-    mem_limit = host_memory_gb * 2**30 if host_memory_gb else host_memory_limit()
-    exit_grace = float(lim.get("exit_grace_s", 10))
-    _become_subreaper()
-    ours = children()  # processes of ours that existed before the suite: never killed
-    suite = SUITES_DIR / name
-    result = AssignmentResult(name=name, title=config.title(name))
-    say = progress or (lambda s: None)
-    t0 = time.time()
-    tests: dict[str, TestResult] = {}
-    order: list[str] = []
-    done: set[str] = set()
-    logs: list[str] = []
-    extra_args = ["-k", keyword] if keyword else []
-
-    for attempt in range(int(lim["max_restarts"]) + 1):
-        remaining = [n for n in order if n not in done]
-        if attempt > 0 and not remaining:
-            break
-        deselect = [a for n in done for a in ("--deselect", n)]
-        key = secrets.token_hex(16)
-        with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
-            channel = Path(tmp) / "channel.jsonl"
-            channel.touch()
-            proc = subprocess.Popen(_pytest_cmd(suite, extra_args + deselect), cwd=tmp,
-                                    env=_suite_env(impl_root, channel, key, [*protect, *([log_dir] if log_dir else [])]),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            log = CappedLog(proc.stdout, int(lim["log_head_bytes"]), int(lim["log_tail_bytes"]))
-            offset, current, started, killed_for, finished = 0, None, time.time(), None, False
-            restart_for, done_at, lingered, next_rss = None, None, False, 0.0
-
-            def take(recs: list[dict]) -> None:
-                """Apply the suite's records, while it runs and once more after it exits."""
-                nonlocal current, started, finished, done_at, restart_for
-                for r in recs:
-                    if r["type"] == "collected":
-                        for t in r["tests"]:
-                            if t["nodeid"] not in tests:
-                                tests[t["nodeid"]] = TestResult(assignment=name, nodeid=t["nodeid"], name=t["name"],
-                                                                tier=t["tier"], max_score=t["points"])
-                                order.append(t["nodeid"])
-                    elif r["type"] == "start":
-                        current, started = r["nodeid"], time.time()
-                        say(f"[{name}] {len(done) + 1}/{len(order)} {current.split('::')[-1]}")
-                    elif r["type"] == "result" and r["nodeid"] in tests:
-                        t = tests[r["nodeid"]]
-                        t.status, t.score, t.reason = r["status"], float(r["score"]), r["reason"]
-                        t.duration, t.extra = r["duration"], r.get("extra", {})
-                        t.score = min(max(t.score, 0.0), t.max_score)  # the grader, not the suite, bounds scores
-                        done.add(r["nodeid"])
-                        current = None if current == r["nodeid"] else current
-                    elif r["type"] == "done":
-                        finished, done_at = True, time.time()
-                    elif r["type"] == "restart":
-                        restart_for = r["reason"]
-
-            while True:
-                rc = proc.poll()
-                recs, offset, bad = read_records(channel, key.encode(), offset)
-                if bad:
-                    result.error = f"{bad} forged or corrupt result record(s) rejected"
-                take(recs)
-                if rc is not None:
-                    break
-                now = time.time()
-                if finished and now - done_at > exit_grace:
-                    lingered = True  # every result is in; what keeps the process alive is not graded
-                    _kill_group(proc)
-                    proc.wait()
-                    break
-                if now >= next_rss:
-                    next_rss = now + 0.5
-                    rss = group_rss(proc.pid)
-                    if rss > mem_limit:
-                        killed_for = (f"host out of memory: the test used {rss / 2**30:.1f} GB of RAM, over the "
-                                      f"{mem_limit / 2**30:.1f} GB limit (host_memory_gb in autograder/grading.toml)")
-                if killed_for is None and current is not None and now - started > per_test_timeout:
-                    killed_for = f"timed out after {per_test_timeout:.0f} s (infinite loop or deadlock?)"
-                elif killed_for is None and now - t0 > suite_timeout:
-                    killed_for = f"the assignment's suite ran past its {suite_timeout:.0f} s limit"
-                if killed_for:
-                    _kill_group(proc)
-                    proc.wait()
-                    break
-                time.sleep(0.1)
-            take(read_records(channel, key.encode(), offset)[0])  # records written just before exit
-            _kill_group(proc)  # threads or children the suite left running
-            escaped = _kill_orphans(ours)
-            text = log.text()
-            logs.append(f"===== attempt {attempt + 1} (exit {proc.returncode}) =====\n{text}")
-            if lingered:
-                result.notes.append("the suite's process did not exit after its last test (threads left running?): killed")
-            if escaped:
-                result.notes.append(f"{escaped} process(es) that escaped the suite's process group were killed")
-            if finished and not killed_for:
-                break
-            if restart_for is not None and not killed_for:
-                # the plugin charged the test that broke the GPU and stopped: go on in a fresh process
-                result.notes.append(f"restarted after: {restart_for}")
-                result.restarts = attempt + 1
-                continue
-            if not order:
-                result.error = "the graded suite could not be collected: " + _last_lines(text)
-                break
-            reason = crash_reason(proc.returncode, text, killed_for)
-            victim = current or next((n for n in order if n not in done), None)
-            if victim is not None:
-                tests[victim].status, tests[victim].score, tests[victim].reason = "failed", 0.0, reason
-                done.add(victim)
-            result.error = reason
-            result.restarts = attempt + 1
-            if time.time() - t0 > suite_timeout:
-                break
-    for n in order:
-        if n not in done:
-            tests[n].reason = f"not run: {result.error or 'the suite stopped early'}"
-    result.tests = [tests[n] for n in order]
-    result.duration = round(time.time() - t0, 2)
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / f"{name}.log").write_text("\n".join(logs))
-    return result
+    return AssignmentRun(name, impl_root, log_dir=log_dir, progress=progress, per_test_timeout=per_test_timeout,
+                         suite_timeout=suite_timeout, keyword=keyword, host_memory_gb=host_memory_gb,
+                         protect=list(protect)).run()
 
 
 def _kill_orphans(ours: set[int]) -> int:
@@ -297,6 +412,16 @@ def _kill_orphans(ours: set[int]) -> int:
     return killed
 
 
+def _kill_tree_of(proc: subprocess.Popen) -> None:
+    """The suite's process group, and every process below the suite (its sandboxes)."""
+    from .remote.client import descendants
+
+    below = descendants(proc.pid)
+    _kill_group(proc)
+    for pid in below:
+        kill_tree(pid)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -309,13 +434,15 @@ def _last_lines(text: str, n: int = 3) -> str:
     return " | ".join(lines[-n:])[:400]
 
 
-def collect(name: str) -> list[dict]:
-    """The graded tests of one assignment (nodeid, name, points, tier), without running them."""
+def collect(name: str, keyword: str | None = None) -> list[dict]:
+    """The graded tests of one assignment (nodeid, name, points, tier), without running them, from
+    a process that imports no submission code."""
     key = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
         channel = Path(tmp) / "channel.jsonl"
         channel.touch()
-        proc = subprocess.run(_pytest_cmd(SUITES_DIR / name, ["--collect-only"]), cwd=tmp,
+        extra = ["--collect-only"] + (["-k", keyword] if keyword else [])
+        proc = subprocess.run(_pytest_cmd(SUITES_DIR / name, extra), cwd=tmp,
                               env=_suite_env(REPO_ROOT / "solutions", channel, key), capture_output=True, text=True,
                               timeout=300)
         recs, _, _ = read_records(channel, key.encode())

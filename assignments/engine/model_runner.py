@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from autograder.impl import load
+from kv_cache.attention import attend
+from kv_cache.rope import apply_rotary, rotary_cos_sin
 
 
 @dataclass
@@ -73,12 +74,13 @@ class ModelRunner:
         shape = (num_blocks, block_size, c.num_kv_heads, c.head_dim)
         self.kv_caches = [(torch.empty(shape, dtype=self.dtype, device=self.device),
                            torch.empty(shape, dtype=self.dtype, device=self.device)) for _ in range(c.num_layers)]
-        self.attend = load("kv_cache", "attention").attend
-        self.rotary_cos_sin = load("kv_cache", "rope").rotary_cos_sin
-        self.apply_rotary = load("kv_cache", "rope").apply_rotary
+        self.attend, self.rotary_cos_sin, self.apply_rotary = attend, rotary_cos_sin, apply_rotary
         # the student's Triton kernels on a GPU; the PyTorch path on a CPU (no interpreter: too slow)
-        self.kernels = load("paged_attention", "kernels") if (use_kernels if use_kernels is not None
-                                                              else self.device.type == "cuda") else None
+        self.kernels = None
+        if use_kernels if use_kernels is not None else self.device.type == "cuda":
+            from paged_attention import kernels  # imported only here: it needs Triton
+
+            self.kernels = kernels
 
     def write_cache(self, layer: int, k, v, slot_mapping) -> None:
         kc, vc = self.kv_caches[layer]

@@ -168,7 +168,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None = None) -> Path:
     """A local folder for a model name: a path, a hub id, $MODEL_PATH, or the course default."""
     name = name_or_path or os.environ.get("MODEL_PATH")
     if name is None:
-        from autograder.models import model_path  # the tiny random-weight model, built from data/
+        from llmsys.models import model_path  # the tiny random-weight model, built from data/
 
         return model_path()
     path = Path(name).expanduser()
@@ -177,7 +177,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None = None) -> Path:
     if str(name).startswith((".", "/", "~")) or path.suffix:
         raise FileNotFoundError(f"model folder {name} does not exist")
     if "/" not in str(name):  # a course config name like "tiny-llama"
-        from autograder.models import model_path
+        from llmsys.models import model_path
 
         return model_path(str(name))
     from huggingface_hub import snapshot_download  # a hub id such as Qwen/Qwen2.5-0.5B-Instruct

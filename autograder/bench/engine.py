@@ -20,7 +20,7 @@ def _vllm(eb, reqs):
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from ..models import model_path
+    from llmsys.models import model_path
 
     llm = LLM(model=str(model_path(eb.MODEL)), dtype="bfloat16", load_format="dummy", skip_tokenizer_init=True,
               max_model_len=eb.MAX_MODEL_LEN, num_gpu_blocks_override=eb.KV_BLOCKS, block_size=eb.BLOCK_SIZE,

@@ -16,7 +16,7 @@ import torch
 
 from ..environment import describe, one_line
 from ..impl import load
-from ..models import model_path
+from llmsys.models import model_path
 
 
 def _timer(cuda: bool):

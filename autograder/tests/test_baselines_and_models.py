@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from autograder import REPO_ROOT, baselines
-from autograder.models import model_path
+from llmsys.models import model_path
 
 
 def test_every_baseline_reports_availability_with_a_reason():
@@ -33,7 +33,7 @@ def test_course_model_is_built_once_and_reused(tmp_path, monkeypatch):
 def test_model_named_by_folder_env_or_course_name(tmp_path):
     """load_model(folder), MODEL_PATH=folder with load_model(), and a course config name load the same weights."""
     code = ("import sys, torch; sys.path.insert(0, 'solutions'); from kv_cache.model import load_model, resolve_checkpoint; "
-            "from autograder.models import model_path; p = model_path('tiny-llama'); "
+            "from llmsys.models import model_path; p = model_path('tiny-llama'); "
             "a = load_model(p); b = load_model(); c = load_model('tiny-llama'); "
             "print(resolve_checkpoint() == p, all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in "
             "zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values())))")

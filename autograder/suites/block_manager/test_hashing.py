@@ -1,8 +1,7 @@
 """hash_block_tokens: chained, deterministic, sensitive to every token and to the parent."""
-import subprocess
-import sys
-
 import pytest
+
+from autograder.remote.client import fresh_worker
 
 
 @pytest.mark.points(1)
@@ -24,11 +23,10 @@ def test_chained_hashes(bm, rng):
 @pytest.mark.points(1)
 def test_hash_is_stable_across_processes(bm):
     """The prefix cache may be shared by processes: Python's randomised hash() will not do."""
-    from autograder.impl import root
-
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from block_manager.hashing import hash_block_tokens as h; "
-            "print(h(None, [1, 2, 3]), h(12345, [4, 5]))")
-    outs = {subprocess.run([sys.executable, "-c", code, str(root())], capture_output=True, text=True, timeout=120,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout for seed in (1, 2)}
-    assert len(outs) == 1 and outs.pop().strip() == f"{bm.hashing.hash_block_tokens(None, [1, 2, 3])} {bm.hashing.hash_block_tokens(12345, [4, 5])}", \
-        "hash_block_tokens differs between processes (Python's hash() of a str or bytes is randomised per process)"
+    want = (bm.hashing.hash_block_tokens(None, [1, 2, 3]), bm.hashing.hash_block_tokens(12345, [4, 5]))
+    for _ in range(2):  # two new processes: each draws its own random str/bytes hash seed
+        with fresh_worker() as w:
+            h = w.import_module("block_manager.hashing").hash_block_tokens
+            got = (h(None, [1, 2, 3]), h(12345, [4, 5]))
+        assert got == want, ("hash_block_tokens differs between processes (Python's hash() of a str or bytes is "
+                             f"randomised per process): {got} in a new process, {want} in this one")

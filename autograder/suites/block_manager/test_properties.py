@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from autograder.impl import load
+from autograder.remote.client import gather
 
 BS = 4
 NUM_BLOCKS = 12
@@ -33,10 +34,10 @@ class ManagerMachine(RuleBasedStateMachine):
         toks = self.tokens[seq]
         assert len(slots) == len(toks) - start, f"{len(slots)} slots for {len(toks) - start} new tokens"
         table = self.m.get_block_table(seq)
+        refs = gather(self.m.pool.blocks, "ref_cnt")
         for i, s in enumerate(slots, start):
             assert s == table[i // BS] * BS + i % BS, f"slot {s} for token {i} does not follow the block table {table}"
-            owner = self.m.pool.blocks[s // BS]
-            assert owner.ref_cnt == 1, f"slot {s} is in block {s // BS} shared by {owner.ref_cnt} sequences: writing it corrupts the others"
+            assert refs[s // BS] == 1, f"slot {s} is in block {s // BS} shared by {refs[s // BS]} sequences: writing it corrupts the others"
             self.memory[s] = toks[i]
 
     @rule(length=st.integers(1, 14), alphabet=st.integers(1, 3))
@@ -94,9 +95,10 @@ class ManagerMachine(RuleBasedStateMachine):
         for seq in self.tokens:
             for b in self.m.get_block_table(seq):
                 refs[b] = refs.get(b, 0) + 1
-        for b in blocks:
-            assert b.ref_cnt == refs.get(b.block_id, 0), f"block {b.block_id}: ref_cnt {b.ref_cnt}, used by {refs.get(b.block_id, 0)} sequences"
-        in_use = sum(1 for b in blocks if b.ref_cnt > 0)
+        counts, ids = gather(blocks, "ref_cnt"), gather(blocks, "block_id")
+        for cnt, bid in zip(counts, ids):
+            assert cnt == refs.get(bid, 0), f"block {bid}: ref_cnt {cnt}, used by {refs.get(bid, 0)} sequences"
+        in_use = sum(1 for cnt in counts if cnt > 0)
         assert self.m.get_num_free_blocks() + in_use == NUM_BLOCKS, "free + used != total"
 
     @invariant()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from autograder import DATA_DIR
-from autograder.models import model_path
+from llmsys.models import model_path
 
 MODEL = "bench-qwen2.5-0.5b"
 NUM_REQUESTS = 128

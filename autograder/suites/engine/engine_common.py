@@ -4,7 +4,7 @@ import sys
 import torch
 
 from autograder import SUITES_DIR
-from autograder.models import model_path
+from llmsys.models import model_path
 
 sys.path.insert(0, str(SUITES_DIR / "kv_cache"))
 from kv_common import assert_same_greedy, hf_greedy, hf_model  # noqa: E402,F401

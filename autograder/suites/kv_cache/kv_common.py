@@ -1,7 +1,7 @@
 """Helpers shared by the kv_cache tests."""
 import torch
 
-from autograder.models import model_path
+from llmsys.models import model_path
 
 
 def hf_model(name: str, dtype=torch.float32, device="cpu"):

@@ -15,7 +15,7 @@ def test_append_prefill_then_decode(kv, rng):
     b, h, d, n0 = 2, 3, 8, int(torch.randint(2, 12, (1,), generator=rng))
     cache = kv.cache.KVCache(b, h, 32, d, torch.float32, "cpu")
     assert cache.length == 0, "a new cache must have length 0"
-    poison_(cache.k), poison_(cache.v)  # unwritten slots are NaN: reading them shows up
+    cache.k, cache.v = poison_(cache.k), poison_(cache.v)  # unwritten slots are NaN: reading them shows up
     ks, vs = [rand(rng, b, h, n0, d)], [rand(rng, b, h, n0, d)]
     keys, values = cache.append(ks[0], vs[0])
     for step in range(6):

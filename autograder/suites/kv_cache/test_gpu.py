@@ -17,7 +17,7 @@ import torch
 
 from autograder import timing
 from autograder.checks import assert_close, secret_seed
-from autograder.models import model_path
+from llmsys.models import model_path
 
 from kv_common import random_prompt
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from autograder.models import model_path
+from llmsys.models import model_path
 
 
 def config_of(kv, layers, kv_heads, head_dim, heads=None):

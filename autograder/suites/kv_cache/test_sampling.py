@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from autograder.models import model_path
+from llmsys.models import model_path
 
 from kv_common import random_prompt
 

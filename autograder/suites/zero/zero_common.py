@@ -397,7 +397,7 @@ def reduce_scatter_check(rank: int, world_size: int, payload) -> dict:
 
 def deepspeed_env() -> dict:
     """Where DeepSpeed's JIT-built CPU op is cached (about 80 s to build the first time)."""
-    from autograder.models import cache_dir
+    from llmsys.models import cache_dir
 
     return {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(cache_dir() / "torch_extensions")}
 

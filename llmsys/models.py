@@ -36,11 +36,13 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
     digest = hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
     dest = cache_dir() / "models" / f"{name}-{digest}"
     if (dest / "config.json").exists() and any(dest.glob("*.safetensors")):
+        _readable(dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
     try:
         build(s, tmp)
+        _readable(tmp)
         try:
             os.rename(tmp, dest)
         except OSError:  # another process finished first
@@ -49,6 +51,18 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _readable(folder: Path) -> None:
+    """World-readable (mkdtemp makes 0700): the grader's sandboxed worker reads checkpoints as
+    another user. A folder another user owns is left as it is."""
+    try:
+        if folder.stat().st_mode & 0o005 != 0o005:
+            os.chmod(folder, 0o755)
+            for f in folder.iterdir():
+                os.chmod(f, 0o644)
+    except PermissionError:
+        pass
 
 
 def build(s: dict, out: Path) -> None:

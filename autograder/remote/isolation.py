@@ -1,0 +1,177 @@
+"""How the worker that runs submission code is walled off from everything else.
+
+The strongest mechanism this machine offers is used (`choose()`), and grade.json records which:
+
+* `bubblewrap` (bwrap, from the system's packages): new user, PID, mount, network, IPC and UTS
+  namespaces; the worker runs as an unprivileged uid and sees only what is bound into it read-only
+  (the system's /usr, /etc, the Python environment, the submission at /submission, the course
+  library and model data, this folder's protocol.py at /grader) and a size-capped /tmp. It does not
+  see the repository (so neither solutions/ nor the suites), other submissions, the grader's output
+  folder or the result channel; it has no network but loopback; everything it starts lives in its
+  PID namespace and dies with it.
+* `namespaces` (util-linux `unshare` + `setpriv`, when the grader is root and bwrap is missing):
+  the same namespaces and unprivileged uid, but the file system is the host's with the repository,
+  the other submissions and /tmp hidden under empty tmpfs mounts: a deny list, weaker than bwrap's
+  allow list (a readable file elsewhere on the host stays readable).
+* `process` (neither is available): a separate process only. The grade is still decided in the
+  trusted process, but the worker can read whatever the grading user can, and talk to the network.
+
+Limits that apply at every level: a cap on processes (RLIMIT_NPROC, per uid), the runner's
+watch on the resident memory of the whole process tree, the per-test and per-call deadlines.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import DATA_DIR, REPO_ROOT
+
+PROTOCOL = Path(__file__).with_name("protocol.py")
+SUBMISSION_MOUNT = "/submission"
+GRADER_MOUNT = "/grader"
+UID_ENV = "AUTOGRADER_SANDBOX_UID"   # grade-all gives each job its own uid
+LEVEL_ENV = "AUTOGRADER_ISOLATION"   # force a level (tests, or an instructor who knows better)
+DEFAULT_UID = 65534                  # nobody
+NPROC = 512                          # tasks (threads count) per sandbox uid
+TMP_BYTES = 2 << 30                  # the worker's /tmp
+
+
+@dataclass
+class Isolation:
+    level: str        # bubblewrap | namespaces | process
+    why: str          # why not a stronger one (empty at the strongest)
+
+    def describe(self) -> str:
+        return self.level + (f" ({self.why})" if self.why else "")
+
+
+def _works(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd + ["true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def choose() -> Isolation:
+    forced = os.environ.get(LEVEL_ENV)
+    if forced:
+        return Isolation(forced, f"set by {LEVEL_ENV}")
+    bwrap, is_root = shutil.which("bwrap"), os.geteuid() == 0
+    why = []
+    if bwrap and _works(_joined(*_bwrap_prefix(bwrap, ro=[], tmp_bytes=1 << 20))):
+        return Isolation("bubblewrap", "")
+    why.append("bubblewrap is not installed (apt-get install bubblewrap)" if not bwrap
+               else "bubblewrap cannot create namespaces here")
+    if is_root and shutil.which("unshare") and shutil.which("setpriv") and _works(_unshare_prefix([])):
+        return Isolation("namespaces", why[0])
+    why.append("unshare/setpriv need root and namespace support" if not is_root else "unshare failed")
+    return Isolation("process", "; ".join(why))
+
+
+def _joined(cmd: list[str], inside: list[str]) -> list[str]:
+    return cmd + ["--"] + inside
+
+
+def _uid() -> int:
+    return int(os.environ.get(UID_ENV, DEFAULT_UID))
+
+
+def _python_roots() -> list[str]:
+    """Folders the worker's Python needs: the interpreter's prefix, the environment, site-packages."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    paths |= {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths |= set(site.getsitepackages())
+    out = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)} | {p for p in paths if p and os.path.isdir(p)})
+    return [p for p in out if p not in ("/", "/usr") and not any(p != q and p.startswith(q + os.sep) for q in out)]
+
+
+def readable_paths(extra: list[Path] = ()) -> list[str]:
+    """What the worker may read besides the system: Python, the course library, model data."""
+    from llmsys.models import cache_dir
+
+    paths = _python_roots() + [str(REPO_ROOT / "llmsys"), str(DATA_DIR)]
+    models = cache_dir() / "models"
+    if models.is_dir():
+        paths.append(str(models))
+    return paths + [str(p) for p in extra]
+
+
+def _bwrap_prefix(bwrap: str, ro: list[str], tmp_bytes: int = TMP_BYTES) -> tuple[list[str], list[str]]:
+    """(bwrap and its options, what runs inside before the command). As root, bwrap makes the
+    namespaces and setpriv inside drops to the sandbox uid with no capabilities; otherwise a user
+    namespace keeps the caller's own uid."""
+    root = os.geteuid() == 0
+    cmd = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+           "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev",
+           "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+           "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", "/tmp"]
+    cmd += ["--cap-add", "CAP_SETUID,CAP_SETGID"] if root else ["--unshare-user", "--disable-userns"]
+    for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys"):
+        cmd += ["--ro-bind-try", d, d]
+    for dev in _gpu_devices():
+        cmd += ["--dev-bind", dev, dev]
+    made: set[str] = {"/"}
+    for p in ro:
+        for parent in reversed(Path(p).parents):  # mount points' parents, traversable by the sandbox uid
+            if str(parent) not in made and str(parent) not in ("/usr", "/etc", "/sys", "/tmp"):
+                made.add(str(parent))
+                cmd += ["--perms", "0755", "--dir", str(parent)]
+        cmd += ["--ro-bind", p, p]
+        made.add(p)
+    inside = ([f"setpriv", f"--reuid={_uid()}", f"--regid={_uid()}", "--clear-groups", "--no-new-privs",
+               "--inh-caps=-all", "--bounding-set=-all"] if root else [])
+    return cmd, inside
+
+
+def _gpu_devices() -> list[str]:
+    try:
+        return sorted(f"/dev/{n}" for n in os.listdir("/dev") if n.startswith("nvidia") or n == "dri")
+    except OSError:
+        return []
+
+
+def _unshare_prefix(hide: list[str]) -> list[str]:
+    """Root: new namespaces, empty tmpfs over what must stay hidden, then an unprivileged uid."""
+    mounts = " && ".join(f"mount -t tmpfs -o size=1m,mode=000 none '{p}'" for p in hide if os.path.isdir(p))
+    drop = (f"exec setpriv --reuid={_uid()} --regid={_uid()} --clear-groups --no-new-privs "
+            "--inh-caps=-all --bounding-set=-all")
+    script = (mounts + " && " if mounts else "") + f"mount -t tmpfs -o size={TMP_BYTES} none /tmp && {drop} \"$@\""
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--ipc", "--uts",
+            "--propagation", "private", "sh", "-c", script, "sandbox"]
+
+
+@functools.lru_cache(maxsize=1)
+def _protocol_copy() -> Path:
+    """protocol.py outside the repository, which the namespaces level hides."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="autograder-worker-"))
+    os.chmod(d, 0o755)
+    shutil.copy(PROTOCOL, d / "protocol.py")
+    os.chmod(d / "protocol.py", 0o644)
+    return d / "protocol.py"
+
+
+def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) -> tuple[list[str], Isolation]:
+    """The command line that starts protocol.py (`zygote` or `serve`) on socket `fd` for a submission."""
+    iso = choose()
+    py = ["prlimit", f"--nproc={NPROC}:{NPROC}", "--", sys.executable, "-I", "-B"]
+    if iso.level == "bubblewrap":
+        ro = readable_paths(list(extra_ro))
+        cmd, inside = _bwrap_prefix(shutil.which("bwrap"), ro)
+        cmd += ["--ro-bind", str(submission), SUBMISSION_MOUNT, "--perms", "0755", "--dir", GRADER_MOUNT,
+                "--ro-bind", str(PROTOCOL), f"{GRADER_MOUNT}/protocol.py"]
+        return cmd + ["--", *inside, *py, f"{GRADER_MOUNT}/protocol.py", mode, str(fd), SUBMISSION_MOUNT], iso
+    if iso.level == "namespaces":
+        hide = [str(REPO_ROOT / n) for n in ("solutions", "autograder", ".git")] + ["/home", "/root/.ssh"]
+        hide += [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
+        return _unshare_prefix(hide) + [*py, str(_protocol_copy()), mode, str(fd), str(submission)], iso
+    return [*py, str(PROTOCOL), mode, str(fd), str(submission)], iso
