@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 from . import REPO_ROOT, config, environment, impl, report, runner
@@ -50,21 +51,22 @@ def cmd_grade(args) -> int:
     if unknown:
         print(f"unknown assignment(s): {', '.join(unknown)}; known: {', '.join(config.assignments())}", file=sys.stderr)
         return 2
-    try:
-        root = impl.resolve(args.impl)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     out = Path(args.out)
     say = _progress(args.quiet)
     t0 = time.time()
     results = []
     rep = GradeReport(impl=str(args.impl), assignments=results, environment=environment.describe())
     try:
-        for name in names:
-            say(f"[{name}] starting")
-            results.append(runner.run_assignment(name, root, log_dir=out / "logs", progress=say, keyword=args.k,
-                                                     protect=[out], host_memory_gb=args.host_memory_gb))
+        with impl.staged(args.impl) as root:  # a checked, readable copy, removed afterwards
+            for name in names:
+                say(f"[{name}] starting")
+                results.append(runner.run_assignment(name, root, log_dir=out / "logs", progress=say, keyword=args.k,
+                                                         protect=[out], host_memory_gb=args.host_memory_gb))
+    except (FileNotFoundError, NotADirectoryError, ValueError, zipfile.BadZipFile) as e:
+        print(f"error: {e}", file=sys.stderr)
+        rep.error = str(e)
+        report.write_all(rep, out)
+        return 2
     finally:  # a results file is always written, also when the grader is interrupted
         rep.duration = round(time.time() - t0, 1)
         if not args.quiet and sys.stderr.isatty():

@@ -14,6 +14,7 @@ Assignment packages import each other by their top-level names (the engine impor
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -34,7 +35,8 @@ class ImplementationError(Exception):
 
 
 def resolve(spec: str | os.PathLike | None) -> Path:
-    """Turn an --impl value into a folder that holds assignment packages."""
+    """Turn an --impl value into a folder that holds assignment packages (a zip is unpacked into a
+    temporary folder: use `staged` to have it removed)."""
     spec = str(spec or "assignments")
     if spec in ("assignments", "solutions"):
         return REPO_ROOT / spec
@@ -42,20 +44,81 @@ def resolve(spec: str | os.PathLike | None) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"--impl {spec}: no such folder or zip")
     if path.is_file() and path.suffix == ".zip":
-        path = _unzip(path)
+        path = _unzip(path, Path(tempfile.mkdtemp(prefix="autograder-submission-")))
     if not path.is_dir():
         raise NotADirectoryError(f"--impl {spec}: expected a folder or a .zip of one")
     return _descend(path)
 
 
-def _unzip(path: Path) -> Path:
-    dest = Path(tempfile.mkdtemp(prefix="autograder-submission-"))
+def limits() -> tuple[int, int]:
+    """(files, bytes) a submission may hold: grading.toml [limits] submission_max_files / _mb."""
+    from .config import limits as lim
+
+    lm = lim()
+    return int(lm.get("submission_max_files", 5000)), int(float(lm.get("submission_max_mb", 200)) * 2**20)
+
+
+@contextlib.contextmanager
+def staged(spec: str | os.PathLike | None):
+    """The submission as the grader's worker sees it: a fresh copy, owned by the grader and readable
+    by the sandbox's uid (files 0644, folders 0755), without links, caches or version control,
+    checked against the size limits; removed afterwards, with whatever a zip was unpacked into."""
+    spec_s = str(spec or "assignments")
+    tmp = Path(tempfile.mkdtemp(prefix="autograder-submission-"))
+    try:
+        src = Path(spec_s).expanduser().resolve() if spec_s not in ("assignments", "solutions") else REPO_ROOT / spec_s
+        if src.is_file() and src.suffix == ".zip":
+            src = _descend(_unzip(src, tmp / "unzipped"))
+        else:
+            src = resolve(spec_s)
+        dest = tmp / "submission"
+        _copy_checked(src, dest)
+        os.chmod(tmp, 0o755)
+        yield dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_checked(src: Path, dest: Path) -> None:
+    max_files, max_bytes = limits()
+    files, total = 0, 0
+    for dirpath, dirnames, filenames in os.walk(src):  # os.walk does not follow links to folders
+        dirnames[:] = [d for d in dirnames if d not in ("__pycache__", ".git", ".ipynb_checkpoints")]
+        rel = Path(dirpath).relative_to(src)
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        os.chmod(dest / rel, 0o755)
+        for name in filenames:
+            f = Path(dirpath) / name
+            if f.is_symlink() or not f.is_file() or name.endswith(".pyc"):
+                continue  # a link could point at anything on the grading machine
+            files += 1
+            total += f.stat().st_size
+            if files > max_files or total > max_bytes:
+                raise ValueError(f"the submission holds more than {max_files} files or {max_bytes >> 20} MB "
+                                 "(submission_max_files / submission_max_mb in autograder/grading.toml)")
+            shutil.copyfile(f, dest / rel / name)
+            os.chmod(dest / rel / name, 0o644)
+
+
+def _unzip(path: Path, dest: Path) -> Path:
+    """Unpack a zip after checking it: member count and total uncompressed size within the limits
+    (a zip bomb is refused before anything is written), no member outside the folder, no links."""
+    max_files, max_bytes = limits()
+    dest.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path) as zf:
-        for member in zf.namelist():  # refuse paths that escape the folder
-            target = (dest / member).resolve()
-            if not str(target).startswith(str(dest.resolve())):
-                raise ValueError(f"{path}: zip member {member!r} escapes the folder")
-        zf.extractall(dest)
+        infos = zf.infolist()
+        if len(infos) > max_files:
+            raise ValueError(f"{path.name}: {len(infos)} members, more than the {max_files} allowed")
+        size = sum(i.file_size for i in infos)
+        if size > max_bytes:
+            raise ValueError(f"{path.name}: {size >> 20} MB uncompressed, more than the {max_bytes >> 20} MB allowed")
+        for info in infos:
+            target = (dest / info.filename).resolve()
+            if not str(target).startswith(str(dest.resolve()) + os.sep) and target != dest.resolve():
+                raise ValueError(f"{path.name}: zip member {info.filename!r} escapes the folder")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise ValueError(f"{path.name}: zip member {info.filename!r} is a symbolic link")
+        zf.extractall(dest)  # sizes were checked; zipfile stops each member at its declared size
     return dest
 
 

@@ -51,6 +51,7 @@ class GradeReport:
     assignments: list[AssignmentResult]
     environment: dict
     duration: float = 0.0
+    error: str = ""          # the submission could not be graded at all (missing, too large, a bad zip)
 
     @property
     def score(self) -> float:
@@ -65,5 +66,5 @@ class GradeReport:
         return sum(a.ungraded_max for a in self.assignments)
 
     def to_dict(self) -> dict:
-        return {"impl": self.impl, "environment": self.environment, "duration": self.duration,
+        return {"impl": self.impl, "environment": self.environment, "duration": self.duration, "error": self.error,
                 "assignments": [asdict(a) for a in self.assignments]}
