@@ -73,7 +73,9 @@ def staged(spec: str | os.PathLike | None):
             src = resolve(spec_s)
         dest = tmp / "submission"
         _copy_checked(src, dest)
-        os.chmod(tmp, 0o755)
+        from .remote.isolation import sandbox_gid
+
+        _restrict(tmp, sandbox_gid())
         yield dest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -98,6 +100,21 @@ def _copy_checked(src: Path, dest: Path) -> None:
                                  "(submission_max_files / submission_max_mb in autograder/grading.toml)")
             shutil.copyfile(f, dest / rel / name)
             os.chmod(dest / rel / name, 0o644)
+
+
+def _restrict(folder: Path, gid: int | None) -> None:
+    """As root: the copy belongs to root and the sandbox's group (folders 0750, files 0640), so the
+    worker of this job reads it and another job's worker (another uid) does not. Otherwise the
+    grading user's own files: readable by all (0755 / 0644), as _copy_checked left them."""
+    if gid is None:
+        os.chmod(folder, 0o755)
+        return
+    for dirpath, _dirs, files in os.walk(folder):
+        os.chown(dirpath, 0, gid)
+        os.chmod(dirpath, 0o750)
+        for f in files:
+            os.chown(os.path.join(dirpath, f), 0, gid)
+            os.chmod(os.path.join(dirpath, f), 0o640)
 
 
 def _unzip(path: Path, dest: Path) -> Path:

@@ -84,6 +84,11 @@ def _uid() -> int:
     return int(os.environ.get(UID_ENV, DEFAULT_UID))
 
 
+def sandbox_gid() -> int | None:
+    """The group the staged submission is given to (root only): only this job's sandbox reads it."""
+    return _uid() if os.geteuid() == 0 else None
+
+
 def _python_roots() -> list[str]:
     """Folders the worker's Python needs: the interpreter's prefix, the environment, site-packages."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
@@ -110,7 +115,7 @@ def _bwrap_prefix(bwrap: str, ro: list[str], tmp_bytes: int = TMP_BYTES) -> tupl
     namespace keeps the caller's own uid."""
     root = os.geteuid() == 0
     cmd = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-           "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev",
+           "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", "/tmp"]
     cmd += ["--cap-add", "CAP_SETUID,CAP_SETGID"] if root else ["--unshare-user", "--disable-userns"]
@@ -138,12 +143,14 @@ def _gpu_devices() -> list[str]:
         return []
 
 
-def _unshare_prefix(hide: list[str]) -> list[str]:
+def _unshare_prefix(hide: list[str], keep_tmp: bool = False) -> list[str]:
     """Root: new namespaces, empty tmpfs over what must stay hidden, then an unprivileged uid."""
-    mounts = " && ".join(f"mount -t tmpfs -o size=1m,mode=000 none '{p}'" for p in hide if os.path.isdir(p))
+    mounts = [f"mount -t tmpfs -o size=1m,mode=000 none '{p}'" for p in hide if os.path.isdir(p)]
+    if not keep_tmp:
+        mounts.append(f"mount -t tmpfs -o size={TMP_BYTES},mode=1777 none /tmp")
     drop = (f"exec setpriv --reuid={_uid()} --regid={_uid()} --clear-groups --no-new-privs "
             "--inh-caps=-all --bounding-set=-all")
-    script = (mounts + " && " if mounts else "") + f"mount -t tmpfs -o size={TMP_BYTES} none /tmp && {drop} \"$@\""
+    script = " && ".join(mounts + [f'{drop} "$@"'])
     return ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--ipc", "--uts",
             "--propagation", "private", "sh", "-c", script, "sandbox"]
 
@@ -173,5 +180,36 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
     if iso.level == "namespaces":
         hide = [str(REPO_ROOT / n) for n in ("solutions", "autograder", ".git")] + ["/home", "/root/.ssh"]
         hide += [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
-        return _unshare_prefix(hide) + [*py, str(_protocol_copy()), mode, str(fd), str(submission)], iso
+        return _unshare_prefix(hide, keep_tmp=True) + [*py, str(_protocol_copy()), mode, str(fd), str(submission)], iso
     return [*py, str(PROTOCOL), mode, str(fd), str(submission)], iso
+
+
+def suite_command(cmd: list[str], workdir: Path, submission: Path, writable: dict[str, str] = {}) -> tuple[list[str], Isolation]:
+    """A legacy in-process pass (its pytest process runs submission code) in the same isolation as
+    the worker: it sees the repository read-only without solutions/ and .git, its own work folder
+    (the result channel) and `writable` (host folder -> path inside) read-write, the staged
+    submission read-only; not the grader's output, other submissions or the network. Its records
+    are still not trusted beyond its own tiers (runner.py): this only keeps it off everything else."""
+    iso = choose()
+    hide = [str(REPO_ROOT / n) for n in ("solutions", ".git")]
+    os.chmod(workdir, 0o777)
+    if iso.level == "bubblewrap":
+        ro = readable_paths() + [str(REPO_ROOT)] + _pythonpath()
+        pre, inside = _bwrap_prefix(shutil.which("bwrap"), sorted(set(ro)))
+        for h in hide:
+            if os.path.isdir(h):
+                pre += ["--tmpfs", h]
+        pre += ["--ro-bind", str(submission), SUBMISSION_MOUNT, "--bind", str(workdir), str(workdir),
+                "--setenv", "AUTOGRADER_IMPL", SUBMISSION_MOUNT,
+                "--chdir", str(workdir), "--setenv", "AUTOGRADER_ISOLATION_LEVEL", iso.level]
+        for src, dst in writable.items():
+            pre += ["--bind", src, dst]
+        return pre + ["--", *inside, *cmd], iso
+    if iso.level == "namespaces":
+        extra = [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
+        return _unshare_prefix(hide + extra, keep_tmp=True) + cmd, iso
+    return cmd, iso
+
+
+def _pythonpath() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isdir(p)]
