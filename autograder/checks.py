@@ -58,6 +58,17 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
     return t.fill_(torch.iinfo(t.dtype).min)
 
 
+def same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors share a storage: here, or (both copied from the submission's worker)
+    where they came from."""
+    if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr():
+        return True
+    from .remote.client import origin
+
+    oa, ob = origin(a), origin(b)
+    return oa is not None and oa == ob
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal shapes and elements, a NaN equal to a NaN in the same place."""
     return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
@@ -77,7 +88,7 @@ class Unchanged:
             a, b = self.tensors[k], self.copies[k]
             if not _same(a, b):
                 raise AssertionError(f"{what} modified its input `{k}`: inputs are read-only")
-            if output is not None and output.untyped_storage().data_ptr() == a.untyped_storage().data_ptr():
+            if output is not None and same_memory(output, a):
                 raise AssertionError(f"{what} returned a tensor that shares memory with its input `{k}`")
 
 
@@ -90,7 +101,7 @@ def secret_seed() -> int:
 def assert_not_reused(earlier: torch.Tensor, earlier_copy: torch.Tensor, later: torch.Tensor, what: str) -> None:
     """A later call must not hand back, or overwrite, the tensor an earlier call returned (a cached
     output buffer): callers keep outputs, as the engine keeps logits and the model keeps layers' outputs."""
-    if later.untyped_storage().data_ptr() == earlier.untyped_storage().data_ptr():
+    if same_memory(later, earlier):
         raise AssertionError(f"{what}: the second call returned the same memory as the first (a cached output "
                              "buffer?): return a new tensor each call")
     if not _same(earlier, earlier_copy):

@@ -191,7 +191,7 @@ class Connection:
         self.mirrors: dict[tuple[str, int, int], _Mirror] = {}
         self.mirror_ids = itertools.count(1)
         self.by_id: dict[int, _Mirror] = {}
-        self.codec = Codec(self._handle_of, self._from_handle, self._share, self._shared)
+        self.codec = Codec(self._handle_of, self._from_handle, self._share, self._shared, self._copied)
         self.grad = True
 
     # -- values
@@ -270,6 +270,11 @@ class Connection:
         if spec.get("dt") not in _DTYPES:
             raise ProtocolError("unknown dtype")
         return strided_view(m.u8, _DTYPES[spec["dt"]], spec.get("o"), spec.get("s"), spec.get("st"))
+
+    def _copied(self, t: torch.Tensor, spec: dict) -> None:
+        wp = spec.get("wp")
+        if type(wp) is int and wp:
+            _remember(t, (id(self), wp))
 
     # -- requests
     def request(self, op: str, what: str = "", **fields):
@@ -379,6 +384,22 @@ def _is_exception(cls_msg: dict) -> bool:
         if type(link) is dict and "builtin" in link:
             return _builtin_exception(link["builtin"]) is not None
     return False
+
+
+# A tensor the worker returned by value: which of the worker's storages it was copied from (as the
+# worker reports it). checks.same_memory uses it to see "the second call returned the first call's
+# buffer" across the boundary; it is the worker's claim, used only to find that bug.
+_origins: dict[int, tuple[weakref.ref, tuple[int, int]]] = {}  # id(tensor) -> (ref, origin): tensors hash by id
+
+
+def _remember(t: torch.Tensor, where: tuple[int, int]) -> None:
+    key = id(t)
+    _origins[key] = (weakref.ref(t, lambda _r, k=key: _origins.pop(k, None)), where)
+
+
+def origin(t: torch.Tensor) -> tuple[int, int] | None:
+    entry = _origins.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t else None
 
 
 # ----------------------------------------------------------------------------- proxies

@@ -183,9 +183,9 @@ class Codec:
     """Turns values into JSON + blobs and back. `handle_of(obj)` and `from_handle(msg)` decide
     what crosses as a handle; `share(t)` / `shared(spec)` map tensors to shared memory."""
 
-    def __init__(self, handle_of, from_handle, share=None, shared=None):
+    def __init__(self, handle_of, from_handle, share=None, shared=None, on_tensor=None):
         self.handle_of, self.from_handle = handle_of, from_handle
-        self.share, self.shared = share, shared
+        self.share, self.shared, self.on_tensor = share, shared, on_tensor
 
     def encode(self, value, blobs: list, depth: int = 0):
         if depth > 64:
@@ -214,7 +214,7 @@ class Codec:
                     data = tensor_bytes(value)
                     blobs.append(data)
                     spec = {"dt": dtype_name(value.dtype), "s": list(value.shape), "b": len(blobs) - 1,
-                            "n": len(data), "dev": str(value.device)}
+                            "n": len(data), "dev": str(value.device), "wp": _storage_ptr(value)}
                 return {"X": spec}
             if t is torch.dtype:
                 return {"dt": dtype_name(value)}
@@ -252,7 +252,10 @@ class Codec:
                 return self.shared(spec)
             t = tensor_from_bytes(self._blob(spec, blob), spec.get("dt"), spec.get("s"))
             dev = spec.get("dev", "cpu")
-            return t.to(dev) if dev != "cpu" and _device_ok(dev) else t
+            t = t.to(dev) if dev != "cpu" and _device_ok(dev) else t
+            if self.on_tensor is not None:
+                self.on_tensor(t, spec)
+            return t
         if "dt" in value:
             if value["dt"] not in _DTYPES:
                 raise ProtocolError(f"unknown dtype {value['dt']!r}")
@@ -281,6 +284,13 @@ class Codec:
         if type(start) is not int or type(n) is not int or start < 0 or n < 0 or start + n > len(blob):
             raise ProtocolError("blob reference out of range")
         return blob[start:start + n]
+
+
+def _storage_ptr(t) -> int:
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except Exception:  # noqa: BLE001
+        return 0
 
 
 def _device_ok(dev: str) -> bool:
