@@ -508,6 +508,15 @@ def _name_of(obj) -> str:
         else f"module {getattr(obj, '__name__', '?')}"
 
 
+def _reseed() -> None:
+    """Forked workers would all start from the zygote's generator states: draw new ones from the
+    OS's entropy, so what student code draws without a seed cannot be predicted."""
+    import random
+
+    random.seed(os.urandom(16))
+    torch.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+
 def serve(fd: int, submission: str | None = None) -> None:
     """Run a worker on an inherited socket: the submission's folder goes first on sys.path."""
     import faulthandler
@@ -546,6 +555,7 @@ def zygote(fd: int, submission: str | None) -> None:
             ctl.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setpgid(0, 0)
+            _reseed()
             try:
                 serve(fds[0], submission)
             finally:
