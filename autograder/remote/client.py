@@ -141,7 +141,9 @@ def worker_env() -> dict:
     env = {k: os.environ[k] for k in keep if k in os.environ}
     from llmsys.models import cache_dir
 
-    env.update(HOME="/tmp", TMPDIR="/tmp", LLMSYS_CACHE=str(cache_dir()), PYTHONUNBUFFERED="1",
+    from llmsys import DATA_DIR
+
+    env.update(HOME="/tmp", TMPDIR="/tmp", LLMSYS_CACHE=str(cache_dir()), LLMSYS_DATA=str(DATA_DIR), PYTHONUNBUFFERED="1",
                PYTHONDONTWRITEBYTECODE="1", TRITON_CACHE_DIR="/tmp/triton", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1")
     if not torch.cuda.is_available():

@@ -38,6 +38,7 @@ SUBMISSION_MOUNT = "/submission"
 GRADER_MOUNT = "/grader"
 UID_ENV = "AUTOGRADER_SANDBOX_UID"   # grade-all gives each job its own uid
 LEVEL_ENV = "AUTOGRADER_ISOLATION"   # force a level (tests, or an instructor who knows better)
+EXTRA_RO_ENV = "AUTOGRADER_SANDBOX_RO"  # more paths the sandbox may read, os.pathsep-separated
 DEFAULT_UID = 65534                  # nobody
 NPROC = 512                          # tasks (threads count) per sandbox uid
 TMP_BYTES = 2 << 30                  # the worker's /tmp
@@ -53,8 +54,10 @@ class Isolation:
 
 
 def _works(cmd: list[str]) -> bool:
+    """Whether this prefix starts this Python (as the sandbox's uid, with its view of the files)."""
     try:
-        return subprocess.run(cmd + ["true"], capture_output=True, timeout=30).returncode == 0
+        return subprocess.run(cmd + [sys.executable, "-I", "-c", "import torch"], capture_output=True,
+                              timeout=120).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -66,13 +69,14 @@ def choose() -> Isolation:
         return Isolation(forced, f"set by {LEVEL_ENV}")
     bwrap, is_root = shutil.which("bwrap"), os.geteuid() == 0
     why = []
-    if bwrap and _works(_joined(*_bwrap_prefix(bwrap, ro=[], tmp_bytes=1 << 20))):
+    if bwrap and _works(_joined(*_bwrap_prefix(bwrap, ro=_python_roots(), tmp_bytes=1 << 20))):
         return Isolation("bubblewrap", "")
     why.append("bubblewrap is not installed (apt-get install bubblewrap)" if not bwrap
                else "bubblewrap cannot create namespaces here")
-    if is_root and shutil.which("unshare") and shutil.which("setpriv") and _works(_unshare_prefix([])):
+    if is_root and shutil.which("unshare") and shutil.which("setpriv") and _works(_unshare_prefix([], keep_tmp=True)):
         return Isolation("namespaces", why[0])
-    why.append("unshare/setpriv need root and namespace support" if not is_root else "unshare failed")
+    why.append("unshare/setpriv need root and namespace support" if not is_root else
+               f"unshare failed, or the sandbox uid {_uid()} cannot run {sys.executable}")
     return Isolation("process", "; ".join(why))
 
 
@@ -106,6 +110,8 @@ def readable_paths(extra: list[Path] = ()) -> list[str]:
     models = cache_dir() / "models"
     if models.is_dir():
         paths.append(str(models))
+    # an instructor's extra read-only paths (a library installed outside the Python environment)
+    paths += [p for p in os.environ.get(EXTRA_RO_ENV, "").split(os.pathsep) if p and os.path.exists(p)]
     return paths + [str(p) for p in extra]
 
 
@@ -143,12 +149,12 @@ def _gpu_devices() -> list[str]:
         return []
 
 
-def _unshare_prefix(hide: list[str], keep_tmp: bool = False) -> list[str]:
+def _unshare_prefix(hide: list[str], keep_tmp: bool = False, limit: list[str] = ()) -> list[str]:
     """Root: new namespaces, empty tmpfs over what must stay hidden, then an unprivileged uid."""
     mounts = [f"mount -t tmpfs -o size=1m,mode=000 none '{p}'" for p in hide if os.path.isdir(p)]
     if not keep_tmp:
         mounts.append(f"mount -t tmpfs -o size={TMP_BYTES},mode=1777 none /tmp")
-    drop = (f"exec setpriv --reuid={_uid()} --regid={_uid()} --clear-groups --no-new-privs "
+    drop = (f"exec {' '.join(limit)} setpriv --reuid={_uid()} --regid={_uid()} --clear-groups --no-new-privs "
             "--inh-caps=-all --bounding-set=-all")
     script = " && ".join(mounts + [f'{drop} "$@"'])
     return ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--ipc", "--uts",
@@ -164,24 +170,34 @@ def _protocol_copy() -> Path:
     os.chmod(d, 0o755)
     shutil.copy(PROTOCOL, d / "protocol.py")
     os.chmod(d / "protocol.py", 0o644)
+    (d / "lib").mkdir(mode=0o755)
+    shutil.copytree(REPO_ROOT / "llmsys", d / "lib" / "llmsys", ignore=shutil.ignore_patterns("__pycache__"))
+    for dirpath, _dirs, files in os.walk(d / "lib"):
+        os.chmod(dirpath, 0o755)
+        for f in files:
+            os.chmod(os.path.join(dirpath, f), 0o644)
     return d / "protocol.py"
 
 
 def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) -> tuple[list[str], Isolation]:
     """The command line that starts protocol.py (`zygote` or `serve`) on socket `fd` for a submission."""
     iso = choose()
-    py = ["prlimit", f"--nproc={NPROC}:{NPROC}", "--", sys.executable, "-I", "-B"]
+    py = [sys.executable, "-I", "-B"]
+    limit = ["prlimit", f"--nproc={NPROC}:{NPROC}", "--"]  # set before the uid changes (inherited)
     if iso.level == "bubblewrap":
         ro = readable_paths(list(extra_ro))
         cmd, inside = _bwrap_prefix(shutil.which("bwrap"), ro)
         cmd += ["--ro-bind", str(submission), SUBMISSION_MOUNT, "--perms", "0755", "--dir", GRADER_MOUNT,
-                "--ro-bind", str(PROTOCOL), f"{GRADER_MOUNT}/protocol.py"]
-        return cmd + ["--", *inside, *py, f"{GRADER_MOUNT}/protocol.py", mode, str(fd), SUBMISSION_MOUNT], iso
+                "--ro-bind", str(PROTOCOL), f"{GRADER_MOUNT}/protocol.py", "--perms", "0755", "--dir", f"{GRADER_MOUNT}/lib",
+                "--ro-bind", str(REPO_ROOT / "llmsys"), f"{GRADER_MOUNT}/lib/llmsys"]
+        return cmd + ["--", *limit, *inside, *py, f"{GRADER_MOUNT}/protocol.py", mode, str(fd), SUBMISSION_MOUNT,
+                      f"{GRADER_MOUNT}/lib"], iso
     if iso.level == "namespaces":
         hide = [str(REPO_ROOT / n) for n in ("solutions", "autograder", ".git")] + ["/home", "/root/.ssh"]
         hide += [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
-        return _unshare_prefix(hide, keep_tmp=True) + [*py, str(_protocol_copy()), mode, str(fd), str(submission)], iso
-    return [*py, str(PROTOCOL), mode, str(fd), str(submission)], iso
+        return _unshare_prefix(hide, keep_tmp=True, limit=limit) + [*py, str(_protocol_copy()), mode, str(fd), str(submission),
+                                                       str(_protocol_copy().parent / "lib")], iso
+    return [*limit, *py, str(PROTOCOL), mode, str(fd), str(submission), str(_protocol_copy().parent / "lib")], iso
 
 
 def suite_command(cmd: list[str], workdir: Path, submission: Path, writable: dict[str, str] = {}) -> tuple[list[str], Isolation]:

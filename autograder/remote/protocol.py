@@ -517,18 +517,21 @@ def _reseed() -> None:
     torch.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
 
 
-def serve(fd: int, submission: str | None = None) -> None:
-    """Run a worker on an inherited socket: the submission's folder goes first on sys.path."""
+def serve(fd: int, submission: str | None = None, library: str | None = None) -> None:
+    """Run a worker on an inherited socket: the submission's folder goes first on sys.path, then
+    the folder holding the course library (llmsys)."""
     import faulthandler
 
     faulthandler.enable()  # a segfault leaves its traceback in the log the grader reads
+    if library and library not in sys.path:
+        sys.path.insert(0, library)
     if submission:
         sys.path.insert(0, submission)
     sock = socket.socket(fileno=fd)
     _Worker(sock).serve()
 
 
-def zygote(fd: int, submission: str | None) -> None:
+def zygote(fd: int, submission: str | None, library: str | None = None) -> None:
     """Import the heavy libraries once, then fork one fresh worker per test: each request on the
     control socket carries a new socket (SCM_RIGHTS); the reply is the child's pid."""
     import signal
@@ -557,7 +560,7 @@ def zygote(fd: int, submission: str | None) -> None:
             os.setpgid(0, 0)
             _reseed()
             try:
-                serve(fds[0], submission)
+                serve(fds[0], submission, library)
             finally:
                 os._exit(0)
         os.close(fds[0])
@@ -565,7 +568,8 @@ def zygote(fd: int, submission: str | None) -> None:
 
 
 if __name__ == "__main__":
-    # python protocol.py zygote|serve FD [SUBMISSION]
+    # python protocol.py zygote|serve FD [SUBMISSION [LIBRARY]]
     mode, fd = sys.argv[1], int(sys.argv[2])
     sub = sys.argv[3] if len(sys.argv) > 3 else None
-    (zygote if mode == "zygote" else serve)(fd, sub)
+    lib = sys.argv[4] if len(sys.argv) > 4 else None
+    (zygote if mode == "zygote" else serve)(fd, sub, lib)
