@@ -202,8 +202,16 @@ def _private_caches(tmp: Path) -> dict[str, str]:
 
 
 def prepare_baselines(name: str) -> None:
-    """Build what a baseline JIT-compiles, here, before a pass that runs submission code: DeepSpeed's
-    CPU Adam op for zero (about a minute, once per machine; the pass gets a private copy of it)."""
+    """Build, here, what a pass that runs submission code would otherwise build where it can be
+    tampered with: the course checkpoints its suite names (read-only in the sandbox), and
+    DeepSpeed's CPU Adam op for zero (about a minute, once per machine; the pass gets a copy)."""
+    from llmsys import DATA_DIR
+    from llmsys.models import model_path
+
+    source = "\n".join(p.read_text() for p in (SUITES_DIR / name).glob("*.py"))
+    for cfg in sorted((DATA_DIR / "models").glob("*.json")):
+        if f'"{cfg.stem}"' in source:
+            model_path(cfg.stem)
     if name != "zero":
         return
     from llmsys.models import cache_dir

@@ -274,9 +274,11 @@ class Connection:
         return strided_view(m.u8, _DTYPES[spec["dt"]], spec.get("o"), spec.get("s"), spec.get("st"))
 
     def _copied(self, t: torch.Tensor, spec: dict) -> None:
-        wp = spec.get("wp")
+        wp, wh = spec.get("wp"), spec.get("wh")
         if type(wp) is int and wp:
             _remember(t, (id(self), wp))
+        if type(wh) is int:
+            weakref.finalize(t, self.release.append, wh)
 
     # -- requests
     def request(self, op: str, what: str = "", **fields):

@@ -108,8 +108,9 @@ def readable_paths(extra: list[Path] = ()) -> list[str]:
 
     paths = _python_roots() + [str(REPO_ROOT / "llmsys"), str(DATA_DIR)]
     models = cache_dir() / "models"
-    if models.is_dir():
-        paths.append(str(models))
+    models.mkdir(parents=True, exist_ok=True)  # bound now, so checkpoints built later are seen too
+    os.chmod(models, 0o755)
+    paths.append(str(models))
     # an instructor's extra read-only paths (a library installed outside the Python environment)
     paths += [p for p in os.environ.get(EXTRA_RO_ENV, "").split(os.pathsep) if p and os.path.exists(p)]
     return paths + [str(p) for p in extra]
@@ -125,7 +126,7 @@ def _bwrap_prefix(bwrap: str, ro: list[str], tmp_bytes: int = TMP_BYTES) -> tupl
            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", "/tmp"]
     cmd += ["--cap-add", "CAP_SETUID,CAP_SETGID"] if root else ["--unshare-user", "--disable-userns"]
-    for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys"):
+    for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys", "/opt"):
         cmd += ["--ro-bind-try", d, d]
     for dev in _gpu_devices():
         cmd += ["--dev-bind", dev, dev]

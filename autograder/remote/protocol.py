@@ -186,6 +186,7 @@ class Codec:
     def __init__(self, handle_of, from_handle, share=None, shared=None, on_tensor=None):
         self.handle_of, self.from_handle = handle_of, from_handle
         self.share, self.shared, self.on_tensor = share, shared, on_tensor
+        self.pin = None
 
     def encode(self, value, blobs: list, depth: int = 0):
         if depth > 64:
@@ -215,6 +216,8 @@ class Codec:
                     blobs.append(data)
                     spec = {"dt": dtype_name(value.dtype), "s": list(value.shape), "b": len(blobs) - 1,
                             "n": len(data), "dev": str(value.device), "wp": _storage_ptr(value)}
+                    if self.pin is not None:  # kept alive while the copy is: its address stays its own
+                        spec["wh"] = self.pin(value)
                 return {"X": spec}
             if t is torch.dtype:
                 return {"dt": dtype_name(value)}
@@ -334,6 +337,13 @@ class _Worker:
         self.mirror_of: dict[tuple[str, int], int] = {}  # (device, data_ptr of a mirror's storage) -> mirror id
         self.classes_sent: dict[int, type] = {}  # classes whose method names the trusted side has
         self.codec = Codec(self._handle_of, self._from_handle, self._share, self._shared)
+        self.codec.pin = self._pin
+
+    def _pin(self, t) -> int:
+        h = self.next_id
+        self.next_id += 1
+        self.objects[h] = t  # released like a handle, when the trusted side drops its copy
+        return h
 
     # handles
     def _handle_of(self, obj) -> dict:
