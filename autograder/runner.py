@@ -155,21 +155,54 @@ def host_memory_limit() -> float:
 
 
 def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and every process below it (its sandboxed workers and whatever
-    they started, in new sessions too: they stay below it in the process tree), from /proc."""
+    """Memory held by a process and every process below it (its sandboxed workers and whatever they
+    started, in new sessions too: they stay below it in the process tree), from /proc: resident
+    pages, plus what no process maps but still holds: anonymous memory files (memfd) open in them,
+    and the sandboxes' in-memory /tmp and /dev/shm."""
     page = os.sysconf("SC_PAGE_SIZE")
     stats = list(proc_stats())
     kids: dict[int, list] = {}
     for st in stats:
         kids.setdefault(st.ppid, []).append(st)
-    total, todo = 0, [pid]
-    own = next((st for st in stats if st.pid == pid), None)
-    total += own.rss_pages * page if own else 0
+    tree = [st for st in stats if st.pid == pid]
+    todo = [pid]
     while todo:
         for st in kids.get(todo.pop(), []):
-            total += st.rss_pages * page
+            tree.append(st)
             todo.append(st.pid)
+    total = sum(st.rss_pages * page for st in tree)
+    memfds, roots = set(), set()
+    for st in tree:
+        try:
+            for fd in os.listdir(f"/proc/{st.pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{st.pid}/fd/{fd}").startswith("/memfd:"):
+                        s = os.stat(f"/proc/{st.pid}/fd/{fd}")
+                        memfds.add((s.st_ino, s.st_blocks * 512))
+                except OSError:
+                    continue
+            root = os.stat(f"/proc/{st.pid}/root")
+            if (root.st_dev, root.st_ino) != _HOST_ROOT:
+                roots.add(((root.st_dev, root.st_ino), st.pid))
+        except OSError:
+            continue
+    total += sum(size for _, size in memfds)
+    for mount in {key: p for key, p in roots}.values():  # one sandbox file system: count once
+        for sub in ("tmp", "dev/shm"):
+            try:
+                v = os.statvfs(f"/proc/{mount}/root/{sub}")
+                total += (v.f_blocks - v.f_bfree) * v.f_frsize
+            except OSError:
+                pass
     return total
+
+
+def _host_root() -> tuple[int, int]:
+    s = os.stat("/")
+    return s.st_dev, s.st_ino
+
+
+_HOST_ROOT = _host_root()
 
 
 def _become_subreaper() -> None:

@@ -39,6 +39,7 @@ from .protocol import _DTYPES, Codec, ProtocolError, SharedBuffer, dtype_name, p
     send_frame, strided_view
 
 READY_TIMEOUT_S = 180.0   # a cold start imports torch (and triton) in the sandbox
+MAX_REPLY_BYTES = 2 << 30  # tensor data in one reply: larger answers fail the test instead of filling the host
 LOG_HEAD, LOG_TAIL = 200_000, 64_000
 
 
@@ -58,9 +59,8 @@ def descendants(pid: int) -> list[int]:
     from ..sandbox import proc_stats
 
     kids: dict[int, list[int]] = {}
-    for st in proc_stats():
-        if st.state != b"Z":
-            kids.setdefault(st.ppid, []).append(st.pid)
+    for st in proc_stats():  # zombies too: a process whose main thread exited shows "Z" but runs on
+        kids.setdefault(st.ppid, []).append(st.pid)
     out, todo = [], [pid]
     while todo:
         for c in kids.get(todo.pop(), []):
@@ -103,8 +103,31 @@ class Sandbox:
         mine, theirs = socket.socketpair()
         send_frame(self.ctl, {"op": "fork"}, [], [theirs.fileno()])
         theirs.close()
-        _recv_within(self.ctl, 30.0, "a worker to fork")
-        return Connection(mine, self)
+        reply = _recv_within(self.ctl, 30.0, "a worker to fork")
+        conn = Connection(mine, self)
+        conn.pid = reply.get("pid") if type(reply.get("pid")) is int else None
+        return conn
+
+    def exit_status(self, pid: int) -> str | None:
+        """How a forked worker ended, as its zygote saw it ("killed by SIGSEGV", "exit code 3")."""
+        if self.mode != "zygote":
+            return None
+        try:
+            send_frame(self.ctl, {"op": "status", "pid": pid}, [])
+            st = _recv_within(self.ctl, 5.0, "the worker's exit status").get("status")
+        except (WorkerError, OSError):
+            return None
+        if type(st) is not int:
+            return None
+        if st < 0:
+            try:
+                name = signal.Signals(-st).name
+            except ValueError:
+                name = f"signal {-st}"
+            what = {"SIGSEGV": "segmentation fault", "SIGKILL": "killed", "SIGABRT": "aborted", "SIGBUS": "bus error",
+                    "SIGFPE": "floating-point exception"}.get(name, name)
+            return f"{what} ({name})"
+        return f"exit code {st} (sys.exit / os._exit?)"
 
     def serve_connection(self) -> "Connection":
         assert self.mode == "serve"
@@ -195,6 +218,7 @@ class Connection:
         self.by_id: dict[int, _Mirror] = {}
         self.codec = Codec(self._handle_of, self._from_handle, self._share, self._shared, self._copied)
         self.grad = True
+        self.pid: int | None = None  # the worker's pid in the sandbox (forked workers)
 
     # -- values
     def _handle_of(self, obj) -> dict:
@@ -325,10 +349,19 @@ class Connection:
             if r:
                 break
         try:
-            header, blob, fds = recv_frame(self.sock)
+            left = None if self.deadline is None else max(0.1, self.deadline - time.monotonic())
+            self.sock.settimeout(left)  # a frame that starts must also end before the deadline
+            try:
+                header, blob, fds = recv_frame(self.sock, max_blobs=MAX_REPLY_BYTES)
+            finally:
+                self.sock.settimeout(None)
+        except socket.timeout:
+            raise self._die(f"timed out: {what} did not return before the test's time limit") from None
         except (EOFError, ConnectionError, OSError) as e:
-            tail = self.sandbox.log_tail() if self.sandbox else ""
-            raise self._die(f"the submission's process died during {what}" + (f": {tail}" if tail else f" ({e})")) from None
+            how = self.sandbox.exit_status(self.pid) if self.sandbox and self.pid else None
+            tail = self.sandbox.log_tail(3) if self.sandbox else ""
+            raise self._die(f"the submission's process died during {what}" + (f": {how}" if how else "")
+                            + (f" | output: {tail}" if tail else "")) from None
         except ProtocolError as e:
             raise self._die(f"the worker broke the protocol during {what}: {e}") from None
         for fd in fds:

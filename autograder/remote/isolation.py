@@ -41,7 +41,8 @@ LEVEL_ENV = "AUTOGRADER_ISOLATION"   # force a level (tests, or an instructor wh
 EXTRA_RO_ENV = "AUTOGRADER_SANDBOX_RO"  # more paths the sandbox may read, os.pathsep-separated
 DEFAULT_UID = 65534                  # nobody
 NPROC = 512                          # tasks (threads count) per sandbox uid
-TMP_BYTES = 2 << 30                  # the worker's /tmp
+TMP_BYTES = 1 << 30                  # the worker's /tmp
+SHM_BYTES = 1 << 30                  # its /dev/shm (both are memory: the runner counts what they hold)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def _bwrap_prefix(bwrap: str, ro: list[str], tmp_bytes: int = TMP_BYTES) -> tupl
     namespace keeps the caller's own uid."""
     root = os.geteuid() == 0
     cmd = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-           "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+           "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", "/tmp"]
     cmd += ["--cap-add", "CAP_SETUID,CAP_SETGID"] if root else ["--unshare-user", "--disable-userns"]
@@ -167,7 +168,10 @@ def _protocol_copy() -> Path:
     """protocol.py outside the repository, which the namespaces level hides."""
     import tempfile
 
+    import atexit
+
     d = Path(tempfile.mkdtemp(prefix="autograder-worker-"))
+    atexit.register(shutil.rmtree, d, True)
     os.chmod(d, 0o755)
     shutil.copy(PROTOCOL, d / "protocol.py")
     os.chmod(d / "protocol.py", 0o644)
@@ -198,7 +202,11 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
         hide += [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
         return _unshare_prefix(hide, keep_tmp=True, limit=limit) + [*py, str(_protocol_copy()), mode, str(fd), str(submission),
                                                        str(_protocol_copy().parent / "lib")], iso
-    return [*limit, *py, str(PROTOCOL), mode, str(fd), str(submission), str(_protocol_copy().parent / "lib")], iso
+    # as root, still an unprivileged uid (needs only CAP_SETUID: works in a container without namespaces)
+    drop = ([shutil.which("setpriv"), f"--reuid={_uid()}", f"--regid={_uid()}", "--clear-groups", "--no-new-privs"]
+            if os.geteuid() == 0 and shutil.which("setpriv") else [])
+    return [*limit, *drop, *py, str(_protocol_copy()), mode, str(fd), str(submission),
+            str(_protocol_copy().parent / "lib")], iso
 
 
 def suite_command(cmd: list[str], workdir: Path, submission: Path, writable: dict[str, str] = {}) -> tuple[list[str], Isolation]:

@@ -37,6 +37,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import traceback
 
 MAX_HEADER = 64 << 20        # bytes of JSON in one frame
@@ -355,7 +356,8 @@ class _Worker:
         kind = ("exc_class" if isinstance(obj, type) and issubclass(obj, BaseException) else
                 "class" if isinstance(obj, type) else "module" if type(obj) is type(sys) else
                 "callable" if callable(obj) else "object")
-        out = {"H": h, "k": kind, "n": _name_of(obj)[:200]}
+        own = getattr(obj, "__qualname__", None) if kind in ("callable", "class", "exc_class") else None
+        out = {"H": h, "k": kind, "n": (own if isinstance(own, str) else _name_of(obj))[:200]}
         if kind == "object":  # its class's methods, once per class: a method call is then one request
             t = type(obj)
             out["tc"] = key = id(t)
@@ -518,6 +520,23 @@ def _name_of(obj) -> str:
         else f"module {getattr(obj, '__name__', '?')}"
 
 
+# What a submission may not import in the worker: the baselines it is compared against, and the
+# model and generation code of transformers (a model of the tests' own). Not a wall (the files are
+# readable): it turns "use the library" into an error that names the rule.
+_BLOCKED = ("vllm", "deepspeed", "flash_attn", "transformers.generation", "transformers.pipelines",
+            "transformers.integrations")
+
+
+class _BlockBaselines:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in _BLOCKED) or (
+                name.startswith("transformers.models.") and ".modeling_" in name):
+            raise ImportError(f"the submission may not import {name}: it is what the grader compares against. "
+                              "Write the code yourself (remove this import).", name=name)
+        return None
+
+
 def _reseed() -> None:
     """Forked workers would all start from the zygote's generator states: draw new ones from the
     OS's entropy, so what student code draws without a seed cannot be predicted."""
@@ -533,6 +552,7 @@ def serve(fd: int, submission: str | None = None, library: str | None = None) ->
     import faulthandler
 
     faulthandler.enable()  # a segfault leaves its traceback in the log the grader reads
+    sys.meta_path.insert(0, _BlockBaselines())
     if library and library not in sys.path:
         sys.path.insert(0, library)
     if submission:
@@ -544,21 +564,44 @@ def serve(fd: int, submission: str | None = None, library: str | None = None) ->
 def zygote(fd: int, submission: str | None, library: str | None = None) -> None:
     """Import the heavy libraries once, then fork one fresh worker per test: each request on the
     control socket carries a new socket (SCM_RIGHTS); the reply is the child's pid."""
-    import signal
-
     import torch  # noqa: F401 - what every worker needs, loaded before the fork
     try:
         import triton  # noqa: F401
     except Exception:  # noqa: BLE001
         pass
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    import select
+
     ctl = socket.socket(fileno=fd)
     send_frame(ctl, {"ready": os.getpid()}, [])
+    ended: dict[int, int] = {}  # pid -> exit code, or -signal (kept for the grader's question)
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            ended[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            if len(ended) > 4096:
+                ended.pop(next(iter(ended)))
+
     while True:
+        reap()
+        if not select.select([ctl], [], [], 0.5)[0]:
+            continue
         try:
             req, _, fds = recv_frame(ctl)
         except EOFError:
             return
+        if req.get("op") == "status":
+            pid, deadline = req.get("pid"), time.monotonic() + 2.0
+            while pid not in ended and time.monotonic() < deadline:
+                reap()
+                time.sleep(0.02)
+            send_frame(ctl, {"status": ended.get(pid)}, [])
+            continue
         if req.get("op") != "fork" or len(fds) != 1:
             for f in fds:
                 os.close(f)
@@ -566,7 +609,6 @@ def zygote(fd: int, submission: str | None, library: str | None = None) -> None:
         pid = os.fork()
         if pid == 0:
             ctl.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setpgid(0, 0)
             _reseed()
             try:
