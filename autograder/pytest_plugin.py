@@ -105,6 +105,7 @@ def pytest_configure(config):
 _deferred: list = []  # collected, run by another pass of the runner
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m / --deselect: defer only what this run selected
 def pytest_collection_modifyitems(session, config, items):
     tiers = {t for t in os.environ.get(TIERS_ENV, "").split(",") if t}
     if tiers:

@@ -125,7 +125,7 @@ def _bwrap_prefix(bwrap: str, ro: list[str], tmp_bytes: int = TMP_BYTES) -> tupl
     cmd = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
            "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
-           "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", "/tmp"]
+           "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
     cmd += ["--cap-add", "CAP_SETUID,CAP_SETGID"] if root else ["--unshare-user", "--disable-userns"]
     for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys", "/opt"):
         cmd += ["--ro-bind-try", d, d]
@@ -195,6 +195,7 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
         cmd += ["--ro-bind", str(submission), SUBMISSION_MOUNT, "--perms", "0755", "--dir", GRADER_MOUNT,
                 "--ro-bind", str(PROTOCOL), f"{GRADER_MOUNT}/protocol.py", "--perms", "0755", "--dir", f"{GRADER_MOUNT}/lib",
                 "--ro-bind", str(REPO_ROOT / "llmsys"), f"{GRADER_MOUNT}/lib/llmsys"]
+        cmd += ["--chdir", "/tmp"]
         return cmd + ["--", *limit, *inside, *py, f"{GRADER_MOUNT}/protocol.py", mode, str(fd), SUBMISSION_MOUNT,
                       f"{GRADER_MOUNT}/lib"], iso
     if iso.level == "namespaces":

@@ -1,44 +1,357 @@
-"""A broken submission never breaks the grader: crashes are charged to the test that crashed,
-the remaining tests still run, and results arrive only through the signed channel."""
+"""The grader against submissions that attack it (issue 15), and against broken ones.
+
+Graded suites run submission code only in a sandboxed worker (autograder/remote/); the test
+process, which the worker cannot reach, decides the grade. Each attack is a file in attacks/
+(see attacks/README.md), appended to one module of the stubs (assignments/: honestly 0 points)
+or of the reference (solutions/: honestly full marks). Graded, it must gain no point over the
+honest score, and the grader must stay intact: every test still listed with its points, the
+tests it does not touch graded as usual, nothing of it left running.
+
+Several attacks that target different tests share one graded run (a module fixture), and each
+class of attack has its own test function reading that run. An attack that finds nothing to
+use raises "attack report: ..." with what it saw, so a test can check the attack really ran.
+
+Not covered here, still in-process behind the legacy guards (docs/grading.md): the `zero`
+assignment and the speed tier (GPU).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from autograder.runner import run_assignment
+from autograder import REPO_ROOT
+from autograder.impl import copy_tree
+from autograder.runner import collect, run_assignment
 
-FEW = "repeat_kv or append_prefill or bytes_real"  # 3 + 1 + 1 tests, in three files
-APPEND = ("        n = k.shape[2]\n", "        {}\n        n = k.shape[2]\n")
+ATTACKS = Path(__file__).with_name("attacks")
+CACHE, ATTN = "kv_cache/kv_cache.py", "kv_cache/attention.py"
+# 3 repeat_kv + 6 attend + append + reset + overflow + bytes: every kv_cache file a stub fails
+K13 = "repeat_kv or attend_matches or append_prefill or reset_forgets or overflow or bytes_real"
 
 
-def by_name(result):
+def build(root: Path, base: str, attacks: dict[str, list[str]], settings: dict[str, str] | None = None) -> Path:
+    """Copy `base` (assignments: the stubs, or solutions: the reference) to `root`, and append to
+    each module the attack files named for it, then `settings` (values only the test knows)."""
+    copy_tree(REPO_ROOT / base, root)
+    for rel, names in attacks.items():
+        f = root / rel
+        text = f.read_text() + "".join((ATTACKS / f"{n}.py").read_text() for n in names)
+        f.write_text(text + (settings or {}).get(rel, ""))
+    return root
+
+
+def by_name(result) -> dict:
     return {t.nodeid.split("::")[-1]: t for t in result.tests}
 
 
-def patched_append(code):
-    return {"kv_cache/kv_cache.py": [(APPEND[0], APPEND[1].format(code))]}
+def pick(result, pattern: str) -> list:
+    return [t for t in result.tests if re.search(pattern, t.nodeid.split("::")[-1])]
 
 
-@pytest.mark.parametrize("code,reason", [
-    ("import ctypes; ctypes.string_at(0)", "segmentation fault"),
-    ("import os; os._exit(3)", "exited with code 3"),
-    ("while True: pass", "timed out after 8 s"),
-    ("import signal, os; os.kill(os.getpid(), signal.SIGKILL)", "SIGKILL"),
-], ids=["segfault", "os_exit", "hang", "killed"])
-def test_crash_is_charged_to_its_test_and_the_rest_still_run(submission, code, reason):
-    sub = submission(patched_append(code))
-    result = run_assignment("kv_cache", sub, per_test_timeout=8, keyword=FEW)
+@functools.lru_cache(maxsize=None)
+def graded_max(keyword: str) -> tuple[int, float]:
+    """(tests, points) of the kv_cache suite under -k `keyword`, from the grader's own collection."""
+    tests = collect("kv_cache", keyword)
+    return len(tests), sum(float(t["points"]) for t in tests)
+
+
+def assert_graded_in_full(result, keyword: str) -> None:
+    """Every test the grader collected has a result that is a pass or a fail (no 'not graded
+    here', nothing missing, nothing added), worth the points the grader gives it."""
+    n, points = graded_max(keyword)
+    assert len(result.tests) == n, [t.nodeid for t in result.tests]
+    assert sum(t.max_score for t in result.tests) == points
+    assert all(t.status in ("passed", "failed") for t in result.tests), [(t.nodeid, t.status, t.reason) for t in result.tests]
+    assert not any("rejected" in n for n in result.notes), result.notes
+
+
+def assert_stub_score(result) -> None:
+    """Honestly, the stubs score 0 on every test."""
+    assert all(t.status == "failed" and t.score == 0 for t in result.tests), \
+        [(t.nodeid, t.status, t.score, t.reason) for t in result.tests if t.score or t.status != "failed"]
+
+
+def _alive(pattern: str) -> list[int]:
+    """Live processes on this machine whose command line matches (from /proc: no pgrep needed)."""
+    from autograder.sandbox import _cmdline, proc_stats
+
+    return [st.pid for st in proc_stats() if st.state != b"Z" and re.search(pattern, _cmdline(st.pid))]
+
+
+# ============================================================================ the stubs, snooping
+# One run of the stubs with four attacks, each on its own tests:
+#   steal_key_and_channel  kv_cache_bytes   (class 1: the key and the channel)
+#   replace_the_grader     attend           (class 2: checkers, reporter, tests, plugins, pytest.skip)
+#   read_the_reference     repeat_kv        (class 5: the reference, the tests, the grader's output)
+#   network_and_writes     KVCache          (class 7: network, writes outside /tmp)
+
+@pytest.fixture(scope="module")
+def snooping(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("snooping")
+    out = tmp / "out"  # stands for the grader's --out folder: its logs go there
+    out.mkdir()
+    (out / "grade.json").write_text('{"secret": "earlier results"}')
+    secret = tmp / "secret.txt"
+    secret.write_text("a file of the grading machine's")
+    host_files = [str(p) for p in (Path("/root/.bashrc"), Path("/root/.profile"), Path("/etc/shadow")) if p.exists()]
+    reads = [str(secret), str(out / "grade.json"), str(REPO_ROOT / "solutions/kv_cache/attention.py"), *host_files]
+    writes = [str(out / "grade.json"), str(out / "planted"), str(tmp / "planted"), str(REPO_ROOT / "planted"),
+              str(REPO_ROOT / "solutions/kv_cache/planted.py")]
+    sub = build(tmp / "submission", "assignments",
+                {ATTN: ["read_the_reference", "replace_the_grader"], CACHE: ["steal_key_and_channel", "network_and_writes"]},
+                {ATTN: f"\nEXTRA_PATHS = {reads!r}\n", CACHE: f"\nEXTRA_PATHS = {writes!r}\n"})
+    before = {p: Path(p).read_bytes() for p in reads if Path(p).is_file()}
+    own = (sub / CACHE).read_bytes()
+    result = run_assignment("kv_cache", sub, keyword=K13, log_dir=out / "logs")
+    return {"result": result, "sub": sub, "own": own, "out": out, "tmp": tmp, "before": before}
+
+
+def test_key_and_channel_are_out_of_reach(snooping):
+    """Class 1. The worker's environment, /proc (its own, its parent's, every pid it can see), gc
+    and its file system hold no key and no channel; the records it forges (on stdout, stderr)
+    are never read; no test is added and no score moves."""
+    result = snooping["result"]
+    assert_graded_in_full(result, K13)
+    assert_stub_score(result)
+    [t] = pick(result, "bytes_real")
+    assert "attack report: keys=[] channels=[] grader_modules=[] wrote=[]" in t.reason, t.reason
+    assert not any("bonus" in x.nodeid for x in result.tests)
+
+
+def test_checkers_reporter_and_tests_cannot_be_replaced(snooping):
+    """Class 2. The worker cannot import the grader, finds none of its functions through gc or
+    its call stack (which ends in the worker's protocol loop), and no plugin manager; its
+    `pytest.skip("not graded here (no GPU)")` fails the test instead of shrinking the maximum."""
+    result = snooping["result"]
+    attend = pick(result, "attend_matches")
+    assert len(attend) == 6 and all(t.status == "failed" and t.score == 0 for t in attend)
+    decode = [t for t in attend if "decode" in t.nodeid]
+    assert len(decode) == 2 and all("SubmissionError" in t.reason and "Skipped" in t.reason for t in decode), \
+        [t.reason for t in decode]
+    for t in attend:
+        if t not in decode:
+            assert "attack report: grader_imports=[] replaced=[] plugins=0" in t.reason, t.reason
+            assert "protocol.py" in t.reason and "test_attention" not in t.reason, t.reason
+
+
+def test_reference_tests_and_results_are_invisible(snooping):
+    """Class 5. open(), `cat`, libc open through ctypes, os.open with dir_fd and a thread with a
+    fake file name all fail on the reference, the suites, the grader's --out folder, a file under
+    the test's tmp_path and /root's files: none of them is in the sandbox. Of the repository the
+    worker sees only the Python environment, the course library and the model data."""
+    result = snooping["result"]
+    repeat = pick(result, "repeat_kv")
+    assert len(repeat) == 3
+    for t in repeat:
+        assert t.status == "failed" and t.score == 0, t.reason
+        assert "attack report: read=[] tries=" in t.reason, t.reason
+        listing = re.search(r"repo_listing=(\{.*\})", t.reason).group(1)
+        assert not re.search(r"'(solutions|autograder|assignments|\.git|docs)'", listing), listing
+    for p, data in snooping["before"].items():
+        assert Path(p).read_bytes() == data, f"{p} changed"
+
+
+def test_no_network_and_no_writes_outside_tmp(snooping):
+    """Class 7. No route out (TCP, UDP, DNS, the host's loopback and abstract sockets); writes
+    succeed only in the worker's own /tmp: not in the submission, the repository, the Python
+    environment, /root, /etc, the grader's --out folder or anywhere on the host."""
+    result = snooping["result"]
+    cache_tests = pick(result, "append_prefill|reset_forgets|overflow")
+    assert len(cache_tests) == 3
+    for t in cache_tests:
+        assert t.status == "failed" and t.score == 0, t.reason
+        m = re.search(r"attack report: network=(\[.*?\]) wrote=(\[.*?\])", t.reason)
+        assert m, t.reason
+        assert m.group(1) == "[]", t.reason
+        # the worker's /tmp and /dev/shm are its own (tmpfs mounts of the sandbox, gone with it)
+        assert all(p.startswith(("/tmp/", "/dev/shm/")) for p in eval(m.group(2))), t.reason  # noqa: S307 - our own list
+        assert "'/tmp/scratch.txt'" in m.group(2), t.reason  # the attack did run its writes
+    out, tmp = snooping["out"], snooping["tmp"]
+    assert (out / "grade.json").read_text() == '{"secret": "earlier results"}'
+    assert not any(p.exists() for p in (out / "planted", tmp / "planted", REPO_ROOT / "planted", Path("/dev/shm/planted"), Path("/tmp/scratch.txt"),
+                                        REPO_ROOT / "solutions/kv_cache/planted.py", snooping["sub"] / "kv_cache/planted.py"))
+    assert (snooping["sub"] / CACHE).read_bytes() == snooping["own"]
+
+
+# ============================================================================ the stubs, lying
+
+def test_lying_values_are_checked_as_plain_data(tmp_path):
+    """Class 3. An int whose == is always true, a torch.Tensor subclass whose __torch_function__
+    says yes to every comparison, torch's own comparisons patched in the worker, objects whose
+    __eq__, __bool__, __len__, __iter__ and __repr__ misbehave: what crosses to the grader is an
+    exact int or a fresh torch.Tensor (their class stays behind) or a handle compared by
+    identity, checked by the grader's own torch. The stubs still score 0, each test with the
+    grader's own reason."""
+    sub = build(tmp_path / "submission", "assignments", {CACHE: ["lying_numbers_and_objects"], ATTN: ["lying_tensors"]})
+    result = run_assignment("kv_cache", sub, keyword=K13)
+    assert_graded_in_full(result, K13)
+    assert_stub_score(result)
     tests = by_name(result)
-    assert len(tests) == 5
-    crashed = tests["test_append_prefill_then_decode"]
-    assert crashed.status == "failed" and reason in crashed.reason, crashed.reason
-    for name, t in tests.items():
-        if name != "test_append_prefill_then_decode":
-            assert t.status == "passed", f"{name} should still pass after the crash: {t.reason}"
-    assert result.restarts == 1
+    assert "needs 128 KiB per token" in tests["test_kv_cache_bytes_real_models"].reason
+    assert "a new cache must have length 0" in tests["test_append_prefill_then_decode"].reason
+    # unpacking append's result asks the worker to list it: its __len__ (2**70) fails there
+    assert "OverflowError" in tests["test_overflow_raises_and_leaves_cache_unchanged"].reason
+    for t in pick(result, "repeat_kv"):
+        assert "must read KV head" in t.reason, t.reason
+    for t in pick(result, "attend_matches"):
+        assert "elements differ" in t.reason, t.reason
 
 
-def test_suite_time_limit_stops_the_assignment_not_the_grader(submission):
+# ============================================================================ the reference, escaping its outcome
+
+def test_skip_xfail_exit_interrupt_and_exit_fail_only_their_test(tmp_path):
+    """Class 4. pytest.skip("not graded here (no GPU)"), pytest.xfail, pytest.exit,
+    KeyboardInterrupt, SystemExit and os._exit raised by the reference in six tests: each fails
+    that test with what was raised, the graded maximum is unchanged, and every other test
+    (repeat_kv[4] after SystemExit and os._exit, the formula tests after pytest.exit and
+    KeyboardInterrupt) still runs and passes."""
+    sub = build(tmp_path / "submission", "solutions",
+                {CACHE: ["escape_outcome_cache"], ATTN: ["escape_outcome_attention"]})
+    keyword = "repeat_kv or append_prefill or reset_forgets or overflow or bytes_real or formula_equals"
+    result = run_assignment("kv_cache", sub, keyword=keyword)
+    assert_graded_in_full(result, keyword)
+    tests = by_name(result)
+    raised = {"test_repeat_kv_head_mapping[1]": "SystemExit", "test_repeat_kv_head_mapping[2]": "died",
+              "test_append_prefill_then_decode": "Skipped", "test_reset_forgets_everything": "XFailed",
+              "test_overflow_raises_and_leaves_cache_unchanged": "KeyboardInterrupt",
+              "test_kv_cache_bytes_real_models": "Exit"}
+    for name, what in raised.items():
+        t = tests[name]
+        assert t.status == "failed" and t.score == 0 and what in t.reason, (name, t.status, t.reason)
+    honest = {n: t for n, t in tests.items() if n not in raised}
+    assert len(honest) == 3 and all(t.status == "passed" and t.score == t.max_score for t in honest.values()), \
+        [(n, t.reason) for n, t in honest.items() if t.status != "passed"]
+    assert result.error == "" and result.restarts == 0, (result.error, result.restarts)
+
+
+# ============================================================================ processes and memory
+
+def test_nothing_the_submission_starts_outlives_its_test(tmp_path):
+    """Class 6. A non-daemon thread, a grandchild in a new session and a double-forked daemon left
+    by the append test, two children (one ignoring SIGTERM) left by the reset test: none is there
+    when the overflow test starts (it looks for them and would fail), none is on this machine
+    after grading, and grading does not wait for them. The reference's score is unchanged."""
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["leave_processes_running"]})
+    t0 = time.time()
+    result = run_assignment("kv_cache", sub, keyword="append_prefill or reset_forgets or overflow or bytes_real")
+    assert len(result.tests) == 4
+    assert all(t.status == "passed" and t.score == t.max_score for t in result.tests), \
+        [(t.nodeid, t.reason) for t in result.tests if t.status != "passed"]
+    assert not _alive(r"sleep 410[1-4]|# leftover"), "leftover processes must be killed"
+    assert time.time() - t0 < 40, "grading must not wait for the thread"
+
+
+def test_host_memory_of_the_worker_and_of_its_new_session_children_is_counted(tmp_path):
+    """Class 6, and the old host-memory test. The append test's worker keeps allocating; the reset
+    test's worker starts a child in a new session that holds the memory: both are killed at the
+    limit (here 2 GB) and charged; the test after them passes."""
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["hold_memory"]},
+                {CACHE: f"\nHOG_BYTES = {2 << 30}\nMODES = {{'grow', 'child'}}\n"})
+    result = run_assignment("kv_cache", sub, keyword="append_prefill or reset_forgets or bytes_real", host_memory_gb=2)
+    tests = by_name(result)
+    for name in ("test_append_prefill_then_decode", "test_reset_forgets_everything"):
+        t = tests[name]
+        assert t.status == "failed" and "host out of memory" in t.reason and "2.0 GB limit" in t.reason, (name, t.reason)
+    assert tests["test_kv_cache_bytes_real_models"].status == "passed", tests["test_kv_cache_bytes_real_models"].reason
+
+
+def test_host_memory_held_in_a_memfd_is_counted(tmp_path):
+    """Class 6. The worker holds 2 GB in an anonymous memfd it never maps: over the 2 GB limit with
+    the rest of the suite, so the test must be killed and charged like any other host memory."""
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["hold_memory"]},
+                {CACHE: f"\nHOG_BYTES = {2 << 30}\nMODES = {{'memfd'}}\n"})
+    result = run_assignment("kv_cache", sub, keyword="overflow or bytes_real", host_memory_gb=2)
+    tests = by_name(result)
+    assert tests["test_kv_cache_bytes_real_models"].status == "passed"
+    t = tests["test_overflow_raises_and_leaves_cache_unchanged"]
+    assert t.status == "failed" and "host out of memory" in t.reason, t.reason
+
+
+def test_a_process_that_looks_like_a_zombie_does_not_outlive_its_test(tmp_path):
+    """Class 6. The reset test forks a child that starts a thread and ends its main thread alone:
+    alive, but a zombie to /proc/<pid>/stat. The overflow test, next, must not find it running."""
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["hide_as_a_zombie"]})
+    result = run_assignment("kv_cache", sub, keyword="reset_forgets or overflow")
+    t = by_name(result)["test_overflow_raises_and_leaves_cache_unchanged"]
+    assert t.status == "passed", t.reason
+
+
+# ============================================================================ broken submissions
+
+def test_crashes_cost_only_their_test(tmp_path):
+    """A segfault, os._exit(3), SIGKILL and an endless loop in four tests of the reference: each
+    fails its test (the worker died, or timed out), a fresh sandbox serves the next test, and the other tests
+    (the two formula tests after all four) pass."""
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["crashes"]})
+    keyword = "repeat_kv or append_prefill or reset_forgets or overflow or bytes_real or formula_equals"
+    result = run_assignment("kv_cache", sub, keyword=keyword, per_test_timeout=15)
+    assert_graded_in_full(result, keyword)
+    tests = by_name(result)
+    # the zygote reaps its workers and tells the grader how each ended
+    reasons = {"test_append_prefill_then_decode": "segmentation fault (SIGSEGV)",
+               "test_reset_forgets_everything": "exit code 3",
+               "test_overflow_raises_and_leaves_cache_unchanged": "killed (SIGKILL)",
+               "test_kv_cache_bytes_real_models": "timed out"}
+    for name, what in reasons.items():
+        t = tests[name]
+        assert t.status == "failed" and t.score == 0 and what in t.reason, (name, t.reason)
+    others = {n: t for n, t in tests.items() if n not in reasons}
+    assert len(others) == 5 and all(t.status == "passed" for t in others.values()), \
+        [(n, t.reason) for n, t in others.items() if t.status != "passed"]
+
+
+@pytest.fixture(scope="module")
+def wrong_outputs(tmp_path_factory):
+    sub = build(tmp_path_factory.mktemp("wrong") / "submission", "solutions",
+                {ATTN: ["wrong_outputs"], CACHE: ["nan_number"]})
+    return by_name(run_assignment("kv_cache", sub, keyword="attend_matches or append_prefill or bytes_real"))
+
+
+@pytest.mark.parametrize("test,reason", [
+    ("test_attend_matches_reference[fp32-decode]", "NaN/inf"),
+    ("test_attend_matches_reference[bf16-decode]", "NaN/inf"),
+    ("test_attend_matches_reference[fp32-chunk]", "the second call returned the same memory as the first"),
+    ("test_attend_matches_reference[bf16-chunk]", "modified its input `q`"),
+    ("test_attend_matches_reference[fp32-prefill]", "its input `q`"),
+    ("test_attend_matches_reference[bf16-prefill]", "host out of memory (MemoryError"),
+    ("test_kv_cache_bytes_real_models", "128 KiB per token"),
+], ids=["nan", "inf", "cached_output", "mutates_input", "aliases_input", "memory_error", "nan_number"])
+def test_wrong_output_scores_zero_with_its_reason(wrong_outputs, test, reason):
+    """Plausible wrong answers, one per attend test (see attacks/wrong_outputs.py), and a byte count
+    that is NaN: each fails with a reason that names it; the untouched append test passes. (A
+    result crosses by value, with the worker storage it came from, kept alive while the copy is:
+    a buffer returned twice is seen by checks.assert_not_reused.)"""
+    assert wrong_outputs["test_append_prefill_then_decode"].status == "passed"
+    t = wrong_outputs[test]
+    assert t.status == "failed" and t.score == 0 and reason in t.reason, t.reason
+
+
+def test_syntax_error_fails_each_test_with_file_and_line(tmp_path):
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["syntax_error"]})
+    result = run_assignment("kv_cache", sub, keyword="repeat_kv or append_prefill or bytes_real")
+    assert len(result.tests) == 5 and all(t.status == "failed" for t in result.tests)
+    assert all("SyntaxError" in t.reason and "kv_cache.py:" in t.reason for t in result.tests), result.tests[0].reason
+    assert result.error == "" and result.restarts == 0
+
+
+def test_printing_a_flood_is_harmless(tmp_path):
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["flood_output"]})
+    result = run_assignment("kv_cache", sub, keyword="append_prefill", log_dir=tmp_path / "logs")
+    assert result.tests[0].status == "passed", result.tests[0].reason
+    assert (tmp_path / "logs" / "kv_cache.log").stat().st_size < 2_000_000
+
+
+def test_suite_time_limit_stops_the_assignment_not_the_grader(tmp_path):
     """Each test slow but under its own limit: the assignment's limit stops the suite; what did not
     run says why and scores 0."""
-    sub = submission(patched_append("import time; time.sleep(20)"))
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["slow_everywhere"]})
     result = run_assignment("kv_cache", sub, per_test_timeout=60, suite_timeout=12,
                             keyword="append_prefill or bytes_real or repeat_kv")
     assert "ran past its 12 s limit" in result.error, result.error
@@ -46,192 +359,36 @@ def test_suite_time_limit_stops_the_assignment_not_the_grader(submission):
     assert any(t.reason.startswith("not run") or "12 s limit" in t.reason for t in result.tests)
 
 
-def test_syntax_error_fails_each_test_with_file_and_line(submission):
-    sub = submission({"kv_cache/kv_cache.py": [("class KVCache:", "class KVCache(:")]})
-    result = run_assignment("kv_cache", sub, keyword=FEW)
-    assert all(t.status == "failed" for t in result.tests)
-    assert all("SyntaxError" in t.reason and "kv_cache.py:" in t.reason for t in result.tests), result.tests[0].reason
-    assert result.error == "" and result.restarts == 0
-
-
-def test_forged_records_are_rejected(submission):
-    """Student code that finds the channel file through /proc and writes a result is ignored."""
-    forge = ("import os, json\n"
-             "    for fd in os.listdir('/proc/self/fd'):\n"
-             "        try:\n"
-             "            if os.readlink(f'/proc/self/fd/{fd}').endswith('channel.jsonl'):\n"
-             "                rec = json.dumps({'type': 'result', 'nodeid': 'x', 'status': 'passed', 'score': 99, 'max_score': 99, 'reason': '', 'duration': 0})\n"
-             "                os.write(int(fd), (json.dumps({'rec': rec, 'sig': '0' * 64}) + '\\n').encode())\n"
-             "        except OSError:\n"
-             "            pass\n")
-    marker = "    # BEGIN SOLUTION hint: 2 (K and V)"
-    sub = submission({"kv_cache/kv_cache.py": [(marker, "    " + forge + marker)]})
-    result = run_assignment("kv_cache", sub, keyword="bytes_real")
-    assert "forged" in result.error
-    assert [t.score for t in result.tests] == [1.0]
-
-
-def test_printing_a_flood_is_harmless(submission, tmp_path):
-    sub = submission(patched_append("import sys; [sys.stdout.write('x' * 1000 + '\\n') for _ in range(20000)]"))
-    result = run_assignment("kv_cache", sub, keyword="append_prefill", log_dir=tmp_path)
-    assert result.tests[0].status == "passed"
-    assert (tmp_path / "kv_cache.log").stat().st_size < 2_000_000
-
-
-def test_one_broken_assignment_leaves_the_others_graded(submission, tmp_path):
-    """kv_cache dies at import (os._exit in the module body); block_manager is still graded in full."""
-    import json
-    import subprocess
-    import sys
-
-    from autograder import REPO_ROOT
-
-    sub = submission({"kv_cache/kv_cache.py": [("import torch\n", "import torch\nimport os\nos._exit(1)\n")]})
+def test_one_broken_assignment_leaves_the_others_graded(tmp_path):
+    """kv_cache ends its worker at import (os._exit in the module body); block_manager, graded by
+    the same command, is graded in full."""
+    sub = build(tmp_path / "submission", "solutions", {CACHE: ["exit_at_import"]})
     r = subprocess.run([sys.executable, "-m", "autograder", "grade", "kv_cache", "block_manager", "--impl", str(sub),
                         "--out", str(tmp_path / "out"), "-q",
                         "-k", "bytes_real or append_prefill or chained or slot_mapping"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "grade.json").read_text())
-    by_name = {a["name"]: a for a in report["assignments"]}
-    kv, bm = by_name["kv_cache"], by_name["block_manager"]
-    assert all(t["status"] == "failed" for t in kv["tests"])
-    assert all("exited with code 1" in t["reason"] or "not run" in t["reason"] for t in kv["tests"]), kv["tests"]
+    by_assignment = {a["name"]: a for a in report["assignments"]}
+    kv, bm = by_assignment["kv_cache"], by_assignment["block_manager"]
+    assert len(kv["tests"]) == 2 and all(t["status"] == "failed" and t["score"] == 0 for t in kv["tests"])
+    assert all("died" in t["reason"] for t in kv["tests"]), kv["tests"]
     assert [t["status"] for t in bm["tests"]] == ["passed", "passed"], "block_manager must be graded as if nothing happened"
 
 
-def test_monkeypatching_the_checkers_fails_that_test_and_is_undone(submission):
-    """A submission that replaces torch.allclose, time.perf_counter and the grader's assert_close at
-    import scores 0 on the test that imported it, with the reason; the patch is undone, so the
-    other tests run against the real checkers (and pass, since the code is otherwise right)."""
-    evil = ("import torch, time\nimport autograder.checks\ntorch.allclose = lambda *a, **k: True\n"
-            "time.perf_counter = lambda: 0.0\nautograder.checks.assert_close = lambda *a, **k: None\n")
-    sub = submission({"kv_cache/kv_cache.py": [("class KVCache:", evil + "\n\nclass KVCache:")]})
-    result = run_assignment("kv_cache", sub, keyword=FEW)
-    tampered = [t for t in result.tests if "tampering" in t.reason]
-    assert tampered and all(t.status == "failed" and t.score == 0 for t in tampered), [t.reason for t in result.tests]
-    assert "torch.allclose" in tampered[0].reason and "assert_close" in tampered[0].reason, tampered[0].reason
-    others = [t for t in result.tests if t not in tampered]
-    assert others and all(t.status == "passed" for t in others), [(t.nodeid, t.reason) for t in others]
+# ============================================================================ legacy in-process guards (zero)
+
+def test_zero_ranks_have_the_same_guards(submission):
+    """ZeRO still runs in-process (its ranks are processes the suite spawns): importing DeepSpeed
+    there is refused by the legacy guards, and the rank's error is the test's reason."""
+    sub = submission({"zero/engine.py": [("    def step(self) -> None:\n",
+                                          "    def step(self) -> None:\n        import deepspeed  # noqa: F401\n")]})
+    result = run_assignment("zero", sub, keyword="test_matches_single_process_adamw and 1-2")
+    assert len(result.tests) == 1 and result.tests[0].status == "failed", [t.reason for t in result.tests]
+    assert "may not import deepspeed" in result.tests[0].reason, result.tests[0].reason
 
 
-# ----------------------------------------------------------------------------- more bad submissions
-
-ATTEND_END = "    return torch.matmul(probs, v).to(q.dtype)\n"
-
-
-def patched_attend(code):
-    """attend() computes its answer into `out`, then runs `code` (which may return)."""
-    return {"kv_cache/attention.py": [(ATTEND_END, "    out = torch.matmul(probs, v).to(q.dtype)\n" + code + "    return out\n")]}
-
-
-@pytest.mark.parametrize("code,reason", [
-    ("    out[0, 0, 0, 0] = float('nan')\n", "NaN/inf"),
-    ("    out[-1, -1, -1, -1] = float('inf')\n", "NaN/inf"),
-    ("    global _CACHED\n    _CACHED = globals().get('_CACHED')\n"
-     "    if _CACHED is None or _CACHED.shape != out.shape:\n        _CACHED = torch.empty_like(out)\n"
-     "    return _CACHED.copy_(out)\n", "cached output buffer"),
-    ("    q[..., 0] = 0\n", "modified its input `q`"),
-    ("    return q.copy_(out)\n", "its input `q`"),
-    ("    import sys; sys.exit(0)\n", "SystemExit"),
-    ("    bytearray(2**50)\n", "host out of memory (MemoryError"),
-], ids=["nan", "inf", "cached_output", "mutates_input", "aliases_input", "sys_exit", "memory_error"])
-def test_wrong_output_scores_zero_with_its_reason(submission, code, reason):
-    """Only the attend tests fail, each with a reason that names the problem; the others pass."""
-    sub = submission(patched_attend(code))
-    result = run_assignment("kv_cache", sub, keyword="attend_matches or append_prefill or bytes_real")
-    tests = by_name(result)
-    bad = [t for n, t in tests.items() if "attend" in n]
-    assert len(bad) == 6 and all(t.status == "failed" and t.score == 0 for t in bad), [t.reason for t in bad]
-    assert all(reason in t.reason for t in bad), bad[0].reason
-    assert all(t.status == "passed" for n, t in tests.items() if "attend" not in n)
-
-
-def test_number_that_is_nan_scores_zero(submission):
-    sub = submission({"kv_cache/kv_cache.py": [("def kv_cache_bytes(", "def kv_cache_bytes(*a, **k):\n    return float('nan')\n\n\ndef _unused(")]})
-    result = run_assignment("kv_cache", sub, keyword="bytes_real")
-    assert [(t.status, t.score) for t in result.tests] == [("failed", 0.0)], result.tests
-
-
-def test_host_memory_limit_kills_the_test_not_the_machine(submission):
-    """A test that keeps allocating is killed at the limit (here 3 GB) and charged; the rest run."""
-    hog = "import torch, time; hog = [torch.ones(2**26) for _ in range(12)] or [torch.ones(2**26) for _ in range(20) if not time.sleep(0.05)]"
-    sub = submission(patched_append(hog))
-    result = run_assignment("kv_cache", sub, keyword=FEW, host_memory_gb=3)
-    tests = by_name(result)
-    crashed = tests["test_append_prefill_then_decode"]
-    assert crashed.status == "failed" and "host out of memory" in crashed.reason and "3.0 GB limit" in crashed.reason, crashed.reason
-    assert all(t.status == "passed" for n, t in tests.items() if n != "test_append_prefill_then_decode")
-
-
-def _alive(pattern: str) -> list[int]:
-    """Live processes whose command line matches (from /proc: pgrep is not on every machine)."""
-    import re
-
-    from autograder.sandbox import _cmdline, proc_stats
-
-    return [st.pid for st in proc_stats() if st.state != b"Z" and re.search(pattern, _cmdline(st.pid))]
-
-
-def test_threads_and_processes_left_running_are_charged_and_killed(submission):
-    """A thread still running submission code and a child process fail the test that started them;
-    the child, and a grandchild that escaped with setsid, are killed; grading does not wait for them."""
-    import time
-
-    code = ("import threading, subprocess, time; threading.Thread(target=lambda: time.sleep(40), daemon=False).start(); "
-            "subprocess.Popen(['sleep', '3011']); subprocess.Popen(['sh', '-c', 'setsid sleep 3012 & exit 0'])")
-    sub = submission(patched_append(code))
-    t0 = time.time()
-    result = run_assignment("kv_cache", sub, keyword=FEW)
-    tests = by_name(result)
-    bad = tests["test_append_prefill_then_decode"]
-    assert bad.status == "failed" and "left running" in bad.reason, bad.reason
-    assert "thread" in bad.reason and "sleep 3011" in bad.reason, bad.reason
-    assert all(t.status == "passed" for n, t in tests.items() if n != "test_append_prefill_then_decode")
-    assert not _alive("sleep 301[12]"), "leftover processes must be killed"
-    assert any("did not exit" in n for n in result.notes) and any("escaped" in n for n in result.notes), result.notes
-    assert time.time() - t0 < 40, "grading must not wait for the thread"
-
-
-@pytest.mark.parametrize("code", [
-    "from solutions.kv_cache import kv_cache as _ref",
-    "import importlib; importlib.import_module('solutions.kv_cache.attention')",
-    "from transformers import AutoModelForCausalLM",
-    "import kv_common",
-    "import deepspeed",
-    "from autograder import baselines",
-], ids=["solutions", "import_module", "transformers_model", "suite_module", "deepspeed", "grader_baselines"])
-def test_importing_the_reference_or_a_baseline_is_refused(submission, code):
-    sub = submission(patched_append(code))
-    result = run_assignment("kv_cache", sub, keyword="append_prefill or bytes_real")
-    tests = by_name(result)
-    bad = tests["test_append_prefill_then_decode"]
-    assert bad.status == "failed" and "may not import" in bad.reason, bad.reason
-    assert tests["test_kv_cache_bytes_real_models"].status == "passed"
-
-
-def test_grader_files_are_off_limits(submission, tmp_path):
-    """Reading a test file or the reference, writing into the results folder, or truncating the
-    result channel by its path is refused; the submission's own files stay readable."""
-    from autograder import REPO_ROOT
-
-    out = tmp_path / "out"
-    tries = [f"open({str(REPO_ROOT / 'autograder/suites/kv_cache/test_cache.py')!r}).read()",
-             f"open({str(REPO_ROOT / 'solutions/kv_cache/attention.py')!r}).read()",
-             f"open({str(out / 'results.json')!r}, 'w').write('{{}}')",
-             "[open(os.readlink('/proc/self/fd/' + fd), 'w') for fd in os.listdir('/proc/self/fd') "
-             "if os.path.exists('/proc/self/fd/' + fd) and os.readlink('/proc/self/fd/' + fd).endswith('channel.jsonl')]"]
-    code = "import os\n        refused = []\n" + "".join(
-        f"        try:\n            {t}\n        except PermissionError:\n            refused.append({i})\n" for i, t in enumerate(tries))
-    code += "        open(__file__).read()\n        assert refused == [0, 1, 2, 3], f'refused {refused}'"
-    sub = submission(patched_append(code))
-    out.mkdir()
-    result = run_assignment("kv_cache", sub, keyword="append_prefill", log_dir=out / "logs", protect=[out])
-    assert [t.status for t in result.tests] == ["passed"], result.tests[0].reason
-    assert not (out / "results.json").exists() and result.error == ""
-
-
-# ----------------------------------------------------------------------------- GPU faults (run on a GPU machine)
+# ============================================================================ GPU faults (run on a GPU machine)
 
 cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 WILD = ("@triton.jit\ndef _wild_store(p):\n    tl.store(p + 2**36, 1.0)\n\n\n"
@@ -241,7 +398,7 @@ PA_GPU = "gpu_correctness_grid or gpu_reshape_and_cache"
 
 @cuda
 def test_cuda_illegal_memory_access_costs_only_its_test(submission):
-    """fp16 decode stores far out of bounds: that test fails with the reason, the process is
+    """fp16 decode stores far out of bounds: that test fails with the reason, the worker is
     replaced (the CUDA context is unusable after it), and every other GPU test passes."""
     trigger = ('    """.\n    """\n    if query.dtype == torch.float16:\n        _wild_store[(1,)](query)\n'
                "        torch.cuda.synchronize()\n")
@@ -272,7 +429,8 @@ def test_gpu_out_of_memory_costs_only_its_test(submission):
 @cuda
 def test_launching_the_baseline_kernel_is_caught(submission):
     """A reshape_and_cache that also calls vLLM's kernel (through torch.ops, no import needed) fails
-    its speed tests: the grader profiles one student call and looks for the baseline's kernels."""
+    its speed tests (in-process tier): the grader profiles one student call and looks for the
+    baseline's kernels."""
     from autograder import baselines
 
     if not baselines.get("vllm.reshape_and_cache").available:
@@ -285,13 +443,3 @@ def test_launching_the_baseline_kernel_is_caught(submission):
     assert len(result.tests) == 2
     for t in result.tests:
         assert t.status == "failed" and "launched the baseline's kernel" in t.reason, t.reason
-
-
-def test_zero_ranks_have_the_same_guards(submission):
-    """ZeRO's ranks are spawned processes that run the submission: importing DeepSpeed there is
-    refused too, and the rank's error is the test's reason."""
-    sub = submission({"zero/engine.py": [("    def step(self) -> None:\n",
-                                          "    def step(self) -> None:\n        import deepspeed  # noqa: F401\n")]})
-    result = run_assignment("zero", sub, keyword="test_matches_single_process_adamw and 1-2")
-    assert len(result.tests) == 1 and result.tests[0].status == "failed", [t.reason for t in result.tests]
-    assert "may not import deepspeed" in result.tests[0].reason, result.tests[0].reason
