@@ -394,6 +394,10 @@ class Connection:
         exc.submission_traceback = [tuple(f) for f in err.get("tb") or [] if type(f) is list and len(f) == 3]
         return exc
 
+    def import_module(self, name: str) -> "Remote":
+        """The worker's `importlib.import_module(name)`, as a proxy."""
+        return self.request("import", f"importing {name}", name=name)
+
     def close(self) -> None:
         with self.lock:
             if not self.dead:
@@ -637,8 +641,3 @@ def gather(objs, name: str) -> list:
     return out
 
 
-def import_module(conn: Connection, name: str):
-    return conn.request("import", f"importing {name}", name=name)
-
-
-Connection.import_module = import_module  # type: ignore[attr-defined]
