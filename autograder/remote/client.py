@@ -357,7 +357,7 @@ class Connection:
                 self.sock.settimeout(None)
         except socket.timeout:
             raise self._die(f"timed out: {what} did not return before the test's time limit") from None
-        except (EOFError, ConnectionError, OSError) as e:
+        except (EOFError, ConnectionError, OSError):
             how = self.sandbox.exit_status(self.pid) if self.sandbox and self.pid else None
             tail = self.sandbox.log_tail(3) if self.sandbox else ""
             raise self._die(f"the submission's process died during {what}" + (f": {how}" if how else "")

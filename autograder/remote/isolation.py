@@ -139,7 +139,7 @@ def _bwrap_prefix(bwrap: str, ro: list[str], tmp_bytes: int = TMP_BYTES) -> tupl
                 cmd += ["--perms", "0755", "--dir", str(parent)]
         cmd += ["--ro-bind", p, p]
         made.add(p)
-    inside = ([f"setpriv", f"--reuid={_uid()}", f"--regid={_uid()}", "--clear-groups", "--no-new-privs",
+    inside = (["setpriv", f"--reuid={_uid()}", f"--regid={_uid()}", "--clear-groups", "--no-new-privs",
                "--inh-caps=-all", "--bounding-set=-all"] if root else [])
     return cmd, inside
 
