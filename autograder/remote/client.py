@@ -626,6 +626,19 @@ class fresh_worker:
         self.box.close()
 
 
+def call_each(obj, name: str, argslist: list[tuple]) -> list:
+    """`[obj.name(*args) for args in argslist]` on a submission object, in one round trip."""
+    argslist = [tuple(a) for a in argslist]
+    if not isinstance(obj, Remote):  # in-process mode: a plain object
+        return [getattr(obj, name)(*a) for a in argslist]
+    if not argslist:
+        return []
+    out = obj._r("calls", f"{obj._label()}.{name}(...) x{len(argslist)}", name=name, argslist=argslist)
+    if type(out) is not list or len(out) != len(argslist):
+        raise TypeError("call_each: the worker answered with something else than one value per call")
+    return out
+
+
 def gather(objs, name: str) -> list:
     """`[getattr(o, name) for o in objs]` for objects of the submission, in one round trip (a
     property test reads every block's ref_cnt after every step: one request, not one per block)."""

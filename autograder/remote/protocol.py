@@ -472,6 +472,9 @@ class _Worker:
 
             return importlib.import_module(str(req["name"]))
         obj = self._from_handle(req) if "H" in req else None
+        if op == "calls":  # one method called with many argument lists in one round trip
+            method = getattr(obj, str(req["name"]))
+            return [method(*args) for args in dec(req["argslist"])]
         if op == "getattr":
             return getattr(obj, str(req["name"]))
         if op == "setattr":

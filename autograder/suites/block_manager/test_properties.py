@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from autograder.impl import load
-from autograder.remote.client import gather
+from autograder.remote.client import call_each, gather
 
 BS = 4
 NUM_BLOCKS = 12
@@ -22,6 +22,9 @@ class ManagerMachine(RuleBasedStateMachine):
     def setup(self, caching):
         mod = load("block_manager", "kv_cache_manager")
         self.m = mod.KVCacheManager(NUM_BLOCKS, BS, enable_prefix_caching=caching, watermark=0)
+        # the pool's blocks are made once, with their ids: read them once (each read is a round trip)
+        self.blocks = self.m.pool.blocks
+        self.block_ids = gather(self.blocks, "block_id")
         self.memory: dict[int, int] = {}     # slot -> token written there
         self.tokens: dict[str, list[int]] = {}
         self.next_id = 0
@@ -34,7 +37,7 @@ class ManagerMachine(RuleBasedStateMachine):
         toks = self.tokens[seq]
         assert len(slots) == len(toks) - start, f"{len(slots)} slots for {len(toks) - start} new tokens"
         table = self.m.get_block_table(seq)
-        refs = gather(self.m.pool.blocks, "ref_cnt")
+        refs = dict(zip(self.block_ids, gather(self.blocks, "ref_cnt")))
         for i, s in enumerate(slots, start):
             assert s == table[i // BS] * BS + i % BS, f"slot {s} for token {i} does not follow the block table {table}"
             assert refs[s // BS] == 1, f"slot {s} is in block {s // BS} shared by {refs[s // BS]} sequences: writing it corrupts the others"
@@ -59,7 +62,7 @@ class ManagerMachine(RuleBasedStateMachine):
         seq = data.draw(st.sampled_from(sorted(self.tokens)))
         start = len(self.tokens[seq])
         table = self.m.get_block_table(seq)
-        cow = int(start % BS != 0 and self.m.pool.blocks[table[-1]].ref_cnt > 1)
+        cow = int(start % BS != 0 and self.blocks[table[-1]].ref_cnt > 1)
         need = -(-(start + n) // BS) - len(table) + cow
         free = self.m.get_num_free_blocks()
         slots = self.m.append_slots(seq, [tok] * n)
@@ -86,16 +89,20 @@ class ManagerMachine(RuleBasedStateMachine):
         self.m.free(seq)
         del self.tokens[seq]
 
+    def _tables(self) -> dict[str, list[int]]:
+        """Every live sequence's block table, in one request (the invariants run after every step)."""
+        seqs = sorted(self.tokens)
+        return dict(zip(seqs, call_each(self.m, "get_block_table", [(s,) for s in seqs])))
+
     @invariant()
     def pool_accounting(self):
         if not hasattr(self, "m"):
             return
-        blocks = self.m.pool.blocks
         refs = {}
-        for seq in self.tokens:
-            for b in self.m.get_block_table(seq):
+        for table in self._tables().values():
+            for b in table:
                 refs[b] = refs.get(b, 0) + 1
-        counts, ids = gather(blocks, "ref_cnt"), gather(blocks, "block_id")
+        counts, ids = gather(self.blocks, "ref_cnt"), self.block_ids
         for cnt, bid in zip(counts, ids):
             assert cnt == refs.get(bid, 0), f"block {bid}: ref_cnt {cnt}, used by {refs.get(bid, 0)} sequences"
         in_use = sum(1 for cnt in counts if cnt > 0)
@@ -105,8 +112,9 @@ class ManagerMachine(RuleBasedStateMachine):
     def every_sequence_reads_its_own_tokens(self):
         if not hasattr(self, "m"):
             return
+        tables = self._tables()
         for seq, toks in self.tokens.items():
-            table = self.m.get_block_table(seq)
+            table = tables[seq]
             assert len(table) == -(-len(toks) // BS), f"{seq}: {len(toks)} tokens in {len(table)} blocks"
             got = [self.memory.get(table[i // BS] * BS + i % BS) for i in range(len(toks))]
             assert got == toks, f"{seq} reads back {got}, wrote {toks} (block table {table})"
