@@ -10,11 +10,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from hypothesis.internal.conjecture import engine as _hypothesis_engine
+
 from autograder.impl import load
 from autograder.remote.client import call_each, gather
 
 BS = 4
 NUM_BLOCKS = 12
+# Each program is some hundreds of round trips to the submission's worker: a failing one is shrunk
+# for 20 s at most (hypothesis allows 300 s, which would meet the test's time limit); the smallest
+# program found by then is reported.
+_hypothesis_engine.MAX_SHRINKING_SECONDS = 20
 
 
 class ManagerMachine(RuleBasedStateMachine):
