@@ -568,13 +568,10 @@ def zygote(fd: int, submission: str | None, library: str | None = None) -> None:
     """Import the heavy libraries once, then fork one fresh worker per test: each request on the
     control socket carries a new socket (SCM_RIGHTS); the reply is the child's pid."""
     import torch  # noqa: F401 - what every worker needs, loaded before the fork
-    for name in ("triton", "safetensors.torch", "numpy"):
-        try:
-            __import__(name)
-        except Exception:  # noqa: BLE001
-            pass
-    with torch.device("meta"):  # the first meta-device model pays for torch's lazy registrations: once, here
-        torch.nn.Linear(2, 2), torch.nn.Embedding(2, 2)  # (normal_ on meta imports torch._refs, _dynamo)
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001
+        pass
     import select
 
     ctl = socket.socket(fileno=fd)
