@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import REPO_ROOT, config
+from .sandbox import descendants, kill_all
 
 STATE_DIR = ".grade-all"            # DIR/.grade-all/: grade-all's own records (0700)
 LEDGER_DIR = "ledger"               # DIR/.grade-all/ledger/<student>.json (0600)
@@ -251,27 +252,6 @@ def _record(out: Path, student: str, status: str, submission_sha: str, selection
 
 # ----------------------------------------------------------------------------- processes
 
-def _descendants(pid: int) -> list[int]:
-    from .sandbox import proc_stats
-
-    kids: dict[int, list[int]] = {}
-    for st in proc_stats():
-        if st.state != b"Z":
-            kids.setdefault(st.ppid, []).append(st.pid)
-    out, todo = [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _kill(pids) -> None:
-    for p in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(p, signal.SIGKILL)
-
-
 def _become_subreaper() -> None:
     """Orphans of the jobs become children of grade-all, so they can be found and killed."""
     with contextlib.suppress(Exception):
@@ -290,8 +270,8 @@ def _kill_orphans(ours: set[int]) -> int:
         if not extra:
             break
         for pid in extra:
-            below = _descendants(pid)
-            _kill([pid, *below])
+            below = descendants(pid)
+            kill_all([pid, *below])
             killed.add(pid)
         time.sleep(0.05)
     for pid in killed:
@@ -380,7 +360,7 @@ def grade_one(student: str, path: Path, out: Path, assignments: list[str], keywo
             stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             late = f"the grader ran past grade-all's {limit:.0f} s limit for one student and was killed"
-            _kill([proc.pid, *_descendants(proc.pid)])
+            kill_all([proc.pid, *descendants(proc.pid)])
             stdout, stderr = proc.communicate()
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -29,7 +29,7 @@ from . import REPO_ROOT, SUITES_DIR, config
 from .remote import isolation
 from .impl import ENV_VAR as IMPL_ENV, MODE_ENV
 from .pytest_plugin import CHANNEL_ENV, KEY_ENV, TIERS_ENV, TIMEOUT_ENV
-from .sandbox import PROTECT_ENV, children, kill_tree, proc_stats
+from .sandbox import PROTECT_ENV, children, descendants, kill_tree, proc_stats
 from .results import AssignmentResult, TestResult
 
 # Lines in a crashed suite's output that explain the crash better than its exit code.
@@ -497,8 +497,6 @@ def _kill_orphans(ours: set[int]) -> int:
 
 def _kill_tree_of(proc: subprocess.Popen) -> None:
     """The suite's process group, and every process below the suite (its sandboxes)."""
-    from .remote.client import descendants
-
     below = descendants(proc.pid)
     _kill_group(proc)
     for pid in below:

@@ -273,6 +273,29 @@ class Snapshot:
         return found
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (parents before children). Zombies too: a process
+    whose main thread exited shows "Z" but can run on, and so can what it started."""
+    kids: dict[int, list[int]] = {}
+    for st in proc_stats():
+        kids.setdefault(st.ppid, []).append(st.pid)
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_all(pids) -> None:
+    """SIGKILL each of these processes (gone or not ours: skipped)."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process and its descendants (children first seen, then the process)."""
     for c in children(pid):

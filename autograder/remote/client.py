@@ -34,9 +34,10 @@ from pathlib import Path
 
 import torch
 
+from ..sandbox import descendants, kill_all
 from . import isolation
-from .protocol import _DTYPES, Codec, ProtocolError, SharedBuffer, dtype_name, place_blobs, recv_frame, \
-    send_frame, strided_view
+from .protocol import Codec, ProtocolError, SharedBuffer, dtype_name, mirror_view, place_blobs, recv_frame, \
+    send_frame
 
 READY_TIMEOUT_S = 180.0   # a cold start imports torch (and triton) in the sandbox
 MAX_REPLY_BYTES = 2 << 30  # tensor data in one reply: larger answers fail the test instead of filling the host
@@ -53,29 +54,6 @@ class SubmissionError(Exception):
 
 
 # ----------------------------------------------------------------------------- processes
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, from /proc (parents before children)."""
-    from ..sandbox import proc_stats
-
-    kids: dict[int, list[int]] = {}
-    for st in proc_stats():  # zombies too: a process whose main thread exited shows "Z" but runs on
-        kids.setdefault(st.ppid, []).append(st.pid)
-    out, todo = [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _kill(pids) -> None:
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
 
 class Sandbox:
     """A zygote in its isolation, for one submission. Forks a fresh worker per test."""
@@ -135,14 +113,14 @@ class Sandbox:
 
     def clean(self) -> None:
         """Kill whatever the last test left in the sandbox (processes, threads' processes, orphans)."""
-        _kill([p for p in descendants(self.proc.pid) if p not in self.keep])
+        kill_all([p for p in descendants(self.proc.pid) if p not in self.keep])
 
     def alive(self) -> bool:
         return self.proc.poll() is None and all(os.path.exists(f"/proc/{p}") for p in self.keep)
 
     def close(self) -> None:
-        _kill(descendants(self.proc.pid))
-        _kill([self.proc.pid])
+        kill_all(descendants(self.proc.pid))
+        kill_all([self.proc.pid])
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -290,12 +268,7 @@ class Connection:
                 "st": list(t.stride())}
 
     def _shared(self, spec: dict):
-        m = self.by_id.get(spec.get("m"))
-        if m is None:
-            raise ProtocolError(f"unknown shared buffer {spec.get('m')!r}")
-        if spec.get("dt") not in _DTYPES:
-            raise ProtocolError("unknown dtype")
-        return strided_view(m.u8, _DTYPES[spec["dt"]], spec.get("o"), spec.get("s"), spec.get("st"))
+        return mirror_view(spec, lambda m: self.by_id[m].u8 if m in self.by_id else None)
 
     def _copied(self, t: torch.Tensor, spec: dict) -> None:
         wp, wh = spec.get("wp"), spec.get("wh")

@@ -149,6 +149,17 @@ def strided_view(u8, dtype, offset, shape, stride):
     return storage.as_strided(shape, stride, offset if not empty else 0)
 
 
+def mirror_view(spec: dict, u8_of) -> "torch.Tensor":
+    """The tensor a mirror spec {"m", "dt", "o", "s", "st"} describes, over the bytes `u8_of(m)` gives
+    for mirror m (None: no such mirror), bounds checked. Both sides decode views this way."""
+    u8 = u8_of(spec.get("m"))
+    if u8 is None:
+        raise ProtocolError(f"unknown shared buffer {spec.get('m')!r}")
+    if spec.get("dt") not in _DTYPES:
+        raise ProtocolError("unknown dtype")
+    return strided_view(u8, _DTYPES[spec["dt"]], spec.get("o"), spec.get("s"), spec.get("st"))
+
+
 # ----------------------------------------------------------------------------- values
 
 _SCALARS = (type(None), bool, int, float, str)
@@ -393,13 +404,7 @@ class _Worker:
         return {"m": m, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape), "st": list(t.stride())}
 
     def _shared(self, spec: dict):
-        buf = self.mirrors.get(spec.get("m"))
-        if buf is None:
-            raise ProtocolError(f"unknown shared buffer {spec.get('m')!r}")
-        if spec.get("dt") not in _DTYPES:
-            raise ProtocolError("unknown dtype")
-        u8 = self.on_device.get(spec["m"], buf.bytes)
-        return strided_view(u8, _DTYPES[spec["dt"]], spec.get("o"), spec.get("s"), spec.get("st"))
+        return mirror_view(spec, lambda m: self.on_device.get(m, self.mirrors[m].bytes) if m in self.mirrors else None)
 
     def _add_mirror(self, m: dict, fd: int) -> None:
         buf = SharedBuffer(m["n"], fd)
