@@ -18,9 +18,16 @@ baseline / student (above 1: the student is faster), recorded with GPU, driver a
 Two more checks on the student's calls: a timed output may not share memory with the previous
 trial's (a cached answer), and with `forbidden_kernels` (a regex, e.g. "vllm::") one call is
 profiled and fails if it launches a kernel of the baseline's.
+
+`compare` calls its contenders in this process. For submission code that runs in a worker (the
+graded suites), kernels are timed by `compare_loops` instead, which keeps every decision here:
+see its docstring. End-to-end runs (a whole generate(), a whole workload) are one request each
+and are timed by `compare` with device_time=False: the clock is this process's, and the outputs
+come back by value, so they exist when the clock stops.
 """
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import time
@@ -30,6 +37,7 @@ from typing import Any, Callable
 import torch
 
 from . import config, environment
+from .checks import poison_
 
 
 @dataclass
@@ -189,3 +197,126 @@ def record(grade, cmp: Comparison, assignment: str, key: str) -> float:
     grade.extra["needs_review"] = cmp.needs_review
     grade.fraction(frac, cmp.describe())
     return frac
+
+
+# ----------------------------------------------------------------------------- kernels in workers
+
+@dataclass
+class Loop:
+    """One contender of `compare_loops`: `fn` (a function or object in a worker, as a proxy) called
+    once per entry of `calls` ((args, kwargs) pairs), back to back. Every tensor in the calls is a
+    view of GPU memory this process owns (`client.device_tensor`). `write(fresh)` copies a
+    trial's fresh inputs into this loop's own memory; `outputs` are the tensors the calls write."""
+    fn: Any
+    calls: list
+    write: Callable[[Any], None]
+    outputs: list[torch.Tensor]
+    conn: Any = None
+    bench: int = 0
+    graph: bool = False
+    why_no_graph: str = ""
+
+    def prepare(self) -> None:
+        from .remote.client import Remote
+
+        if not isinstance(self.fn, Remote):
+            raise TypeError("compare_loops times code in a worker: fn must be a proxy (client.current(), trusted_worker())")
+        self.conn = object.__getattribute__(self.fn, "_r_conn")
+        reply = self.conn.request("bench", "preparing the timed loop", handle_id=object.__getattribute__(self.fn, "_r_id"),
+                                  calls=[(tuple(a), dict(k)) for a, k in self.calls], graph=True)
+        if type(reply) is not dict or type(reply.get("id")) is not int:
+            raise AssertionError("the worker did not prepare the timed loop")
+        self.bench, self.graph, self.why_no_graph = reply["id"], bool(reply.get("graph")), str(reply.get("why", ""))[:300]
+
+    def run(self, fresh: Any) -> tuple[float, list[torch.Tensor]]:
+        """One timed run: poison the outputs, then on this process's clock write the fresh inputs,
+        let the worker run every call, and copy the outputs out. Returns (seconds, the copies)."""
+        for o in self.outputs:
+            poison_(o)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        self.write(fresh)
+        torch.cuda.synchronize()  # the inputs are in place before the worker is asked
+        self.conn.request("bench_run", "the timed loop", bench=self.bench)
+        copies = [o.clone() for o in self.outputs]
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0, copies
+
+
+class _baseline_errors:
+    """A failure of the baseline (vLLM raising, its worker dying, its output failing the check) is
+    "not graded here: baseline error ...", never the student's."""
+
+    def __init__(self, is_baseline: bool, what: str):
+        self.is_baseline, self.what = is_baseline, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if self.is_baseline and kind is not None and issubclass(kind, Exception):
+            import pytest
+
+            pytest.skip(f"not graded here: baseline error in {self.what}: {type(exc).__name__}: {str(exc)[:400]}")
+        return False
+
+
+def compare_loops(loops: dict[str, Loop], fresh: Callable[[int], Any],
+                  check: Callable[[Any, str, list[torch.Tensor]], None], *, student: str, baseline: str,
+                  calibrate: Loop | None = None, min_trials: int = 8, max_trials: int = 40, spread: float = 0.03,
+                  budget_s: float = 30.0) -> Comparison:
+    """Time kernels that run in workers, with every decision in this (trusted) process.
+
+    Each contender's calls run in its worker, back to back in one CUDA graph (captured untimed by
+    `Loop.prepare`); their inputs and outputs live in GPU memory this process owns and the worker
+    maps. Per trial and contender, this process: poisons the outputs (NaN), starts its clock,
+    writes the trial's fresh inputs (so nothing can be computed before the clock starts), asks the
+    worker to run the loop and answer when its GPU work is done, copies every output out, and stops
+    its clock when the copy is complete: work that was not finished by then is not in the copy, and
+    a copy with poison left in it fails the check. `check(fresh, name, copies)` then checks every
+    call's output (rows it samples after the run, which the worker cannot know).
+
+    The figure is (clock - round trip) / number of calls, median over trials, where the round trip
+    (writing the inputs, the request, the copy) is measured with `calibrate`: the baseline's loop
+    prepared with no calls, in the trusted worker, so the submission cannot influence it. Every
+    contender carries the same round trip; with runs of tens of milliseconds it is a few percent.
+    Contenders alternate in a rotated order, as in `compare`."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("timing needs a CUDA GPU")
+    names = list(loops)
+    for n in names:
+        with _baseline_errors(n == baseline, f"preparing {n}"):
+            loops[n].prepare()
+    overhead_s = 0.0
+    if calibrate is not None:
+        with _baseline_errors(True, "calibrating the round trip"):
+            calibrate.prepare()
+            warm = fresh(-1)
+            trips = [calibrate.run(warm)[0] for _ in range(7)]
+        overhead_s = statistics.median(trips[2:])
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    t_start = time.time()
+    for trial in range(max_trials):
+        inputs = fresh(trial)
+        order = names[trial % len(names):] + names[:trial % len(names)]
+        for n in order:
+            loop = loops[n]
+            with _baseline_errors(n == baseline, f"the timed run of {n}"):
+                seconds, copies = loop.run(inputs)
+                check(inputs, n, copies)
+            samples[n].append(1e3 * max(seconds - overhead_s, 1e-9) / max(len(loop.calls), 1))
+        if trial + 1 >= min_trials:
+            settled = all(_iqr(s) <= spread * statistics.median(s) for s in samples.values())
+            if settled or time.time() - t_start > budget_s:
+                break
+    timings = {n: Timing(n, statistics.median(s), _iqr(s), len(s), s) for n, s in samples.items()}
+    graphs = {n: ("one CUDA graph" if loops[n].graph else f"a Python loop ({loops[n].why_no_graph or 'no graph'})")
+              for n in names}
+    env = dict(environment.describe(),
+               timing=f"GPU time of {len(loops[student].calls)} back-to-back calls per run, on the grader's clock, "
+                      f"minus its round trip ({1e3 * overhead_s:.3f} ms)",
+               runs_as=graphs)
+    cmp = Comparison(timings, student, baseline, env)
+    if math.isnan(cmp.ratio):
+        raise AssertionError("the comparison produced no figure")
+    return cmp

@@ -22,13 +22,17 @@ def block_pool() -> Baseline:
     params = inspect.signature(BlockPool).parameters
 
     def make(num_blocks: int):
+        """A pool with `num_blocks` free blocks: vLLM >= 0.25 reserves block 0 as its null block,
+        so it is made one block larger there (the ids then run 1..num_blocks)."""
         kw = {"enable_caching": False}
         if "enable_kv_cache_events" in params:
             kw["enable_kv_cache_events"] = False
         for extra in ("hash_block_size", "block_size"):
             if extra in params and params[extra].default is inspect.Parameter.empty:
                 kw[extra] = 16
-        return BlockPool(num_blocks, **kw)
+        pool = BlockPool(num_blocks, **kw)
+        reserved = num_blocks - pool.get_num_free_blocks()
+        return BlockPool(num_blocks + reserved, **kw) if reserved > 0 else pool
 
     try:
         make(8)

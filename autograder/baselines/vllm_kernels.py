@@ -137,3 +137,18 @@ class ReshapeAndCacheFlash:
     def __call__(self, key, value, key_cache, value_cache, slot_mapping):
         one = _one(key.device)
         torch.ops._C_cache_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, "auto", one, one)
+
+
+class InLoop:
+    """A baseline as `timing.compare_loops` calls it in the trusted worker: caches converted to the
+    kernel's own layout once (untimed, as vLLM keeps its cache in that layout), then
+    `(query, copy, block_tables, seq_lens, scale, max_seq_len, out)` per call, where `copy` picks
+    one of the cache copies the loop rotates through (so that no call finds the last one's KV in L2)."""
+
+    def __init__(self, impl, key_caches, value_caches):
+        self.impl = impl
+        self.caches = [impl.prepare(k, v) for k, v in zip(key_caches, value_caches)]
+
+    def __call__(self, query, copy, block_tables, seq_lens, scale, max_seq_len, out):
+        k, v = self.caches[copy]
+        return self.impl(out, query, k, v, block_tables, seq_lens, scale, max_seq_len)

@@ -13,6 +13,9 @@ and what comes back is plain data (exact built-in types, new `torch.Tensor`s) or
   back as a view of the test's own tensor (so `out=` and "returns views of the cache" can be
   checked). Copies happen at call boundaries only: between calls nothing the worker does can
   change the test's memory.
+* GPU memory made by `device_tensor` is not mirrored but shared (protocol.DeviceShare): the worker
+  maps the same memory. Only the speed harness uses it (timing.compare_loops), for inputs it
+  writes and outputs it copies out itself around a timed run.
 * An exception raised in the worker is raised here as the same built-in class, or as a local class
   named after the submission's own (so `pytest.raises(BlockPoolError)` works); anything that is
   not an `Exception` (SystemExit, KeyboardInterrupt, pytest's skip/xfail/exit) becomes a
@@ -27,6 +30,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -36,9 +40,12 @@ import torch
 
 from ..sandbox import descendants, kill_all
 from . import isolation
-from .protocol import Codec, ProtocolError, SharedBuffer, dtype_name, mirror_view, place_blobs, recv_frame, \
-    send_frame
+from .protocol import Codec, DeviceShare, ProtocolError, SharedBuffer, dtype_name, mirror_view, place_blobs, \
+    recv_frame, send_frame, strided_view
 
+# request fields sent as plain JSON (names and ids, and a script's steps: 100,000 of them are
+# encoded here inside a timed run, so not through the codec); the worker checks their types
+_RAW_FIELDS = ("name", "handle_id", "bench", "methods", "steps", "pluck")
 READY_TIMEOUT_S = 180.0   # a cold start imports torch (and triton) in the sandbox
 MAX_REPLY_BYTES = 2 << 30  # tensor data in one reply: larger answers fail the test instead of filling the host
 LOG_HEAD, LOG_TAIL = 200_000, 64_000
@@ -197,6 +204,8 @@ class Connection:
         self.codec = Codec(self._handle_of, self._from_handle, self._share, self._shared, self._copied)
         self.grad = True
         self.pid: int | None = None  # the worker's pid in the sandbox (forked workers)
+        self.shares_sent: set[int] = set()  # device shares this worker has mapped
+        self.shares_new: list[DeviceShare] = []  # ... and those the request being encoded adds
 
     # -- values
     def _handle_of(self, obj) -> dict:
@@ -256,6 +265,14 @@ class Connection:
     def _share(self, t: torch.Tensor):
         if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
             t = t.as_subclass(torch.Tensor)
+        if t.device.type == "cuda":
+            d = _DEVICE_SHARES.get(t.untyped_storage().data_ptr())
+            if d is not None:
+                sid = _SHARE_IDS[d.ptr]
+                if sid not in self.shares_sent and d not in self.shares_new:
+                    self.shares_new.append(d)
+                return {"v": sid, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape),
+                        "st": list(t.stride())}
         if t.untyped_storage().nbytes() == 0 or t.is_sparse or t.device.type not in ("cpu", "cuda"):
             return None
         st = t.untyped_storage()
@@ -268,7 +285,8 @@ class Connection:
                 "st": list(t.stride())}
 
     def _shared(self, spec: dict):
-        return mirror_view(spec, lambda m: self.by_id[m].u8 if m in self.by_id else None)
+        return mirror_view(spec, lambda m: self.by_id[m].u8 if m in self.by_id else None,
+                           lambda v: _SHARES_BY_ID[v].bytes if v in _SHARES_BY_ID and v in self.shares_sent else None)
 
     def _copied(self, t: torch.Tensor, spec: dict) -> None:
         wp, wh = spec.get("wp"), spec.get("wh")
@@ -284,21 +302,26 @@ class Connection:
                 raise WorkerError(self.dead)
             blobs: list = []
             header = {"op": op, "grad": torch.is_grad_enabled()}
+            self.shares_new = []
             for k, v in fields.items():
-                header[k] = v if k in ("name", "handle_id") else self.codec.encode(v, blobs)
+                header[k] = v if k in _RAW_FIELDS else self.codec.encode(v, blobs)
             if "handle_id" in header:
                 header["H"] = header.pop("handle_id")
             if self.release:
                 header["release"], self.release = list(self.release), []
             new = [m for m in self.mirrors.values() if m.new]
             header["new_mirrors"] = [{"id": m.id, "n": m.buf.nbytes, "dev": m.dev} for m in new]
+            shares, self.shares_new = self.shares_new, []
+            header["new_shares"] = [{"id": _SHARE_IDS[d.ptr], "n": d.nbytes, "size": d.size, "dev": d.device}
+                                    for d in shares]
             for m in self.mirrors.values():  # the test's tensors as they are now
                 m.buf.bytes.copy_(m.u8)
             place_blobs(header, blobs)
             try:
-                send_frame(self.sock, header, blobs, [m.buf.fd for m in new])
+                send_frame(self.sock, header, blobs, [m.buf.fd for m in new] + [d.fd for d in shares])
                 for m in new:
                     m.new = False
+                self.shares_sent.update(_SHARE_IDS[d.ptr] for d in shares)
                 reply, blob = self._receive(what or op)
             finally:
                 for m in self.mirrors.values():  # what the worker wrote into them, once, now
@@ -518,6 +541,73 @@ class _Method:
 
 # ----------------------------------------------------------------------------- per test
 
+# GPU memory shared with workers (timing.compare_loops): base address -> share, and ids
+_DEVICE_SHARES: dict[int, DeviceShare] = {}
+_SHARE_IDS: dict[int, int] = {}
+_SHARES_BY_ID: dict[int, DeviceShare] = {}
+_share_ids = itertools.count(1)
+
+
+def device_tensor(shape, dtype: torch.dtype, device: str | torch.device = "cuda") -> torch.Tensor:
+    """A new (uninitialised) CUDA tensor in memory a worker maps rather than copies when it is
+    passed to one: what the worker writes there is in this tensor as soon as the GPU has done it.
+    Freed by `free_device_tensors()` (end of the test): do not keep a reference past it."""
+    dev = torch.device(device)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    item = torch.empty((), dtype=dtype).element_size()
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    d = DeviceShare(max(numel * item, 1), index)
+    sid = next(_share_ids)
+    _DEVICE_SHARES[d.ptr], _SHARE_IDS[d.ptr], _SHARES_BY_ID[sid] = d, sid, d
+    stride, acc = [], 1
+    for n in reversed(list(shape)):
+        stride.insert(0, acc)
+        acc *= int(n)
+    return strided_view(d.bytes, dtype, 0, [int(n) for n in shape], stride)
+
+
+def free_device_tensors() -> None:
+    if not _DEVICE_SHARES:
+        return
+    torch.cuda.synchronize()
+    for d in list(_DEVICE_SHARES.values()):
+        d.close()
+    _DEVICE_SHARES.clear()
+    _SHARE_IDS.clear()
+    _SHARES_BY_ID.clear()
+
+
+class trusted_worker:
+    """A worker for the grader's own code (the speed tests' baselines), in a process of its own
+    and outside any sandbox: `import vllm` changes Inductor and NCCL settings of the process that
+    imports it, and a baseline is timed by the same harness, through the same protocol, as the
+    submission. `with trusted_worker() as w: w.import_module("autograder.baselines")...`"""
+
+    def __enter__(self) -> "Connection":
+        from .. import REPO_ROOT
+
+        mine, theirs = socket.socketpair()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGRADER_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("protocol.py")), "trusted",
+                                      str(theirs.fileno()), "", str(REPO_ROOT)], pass_fds=[theirs.fileno()], env=env,
+                                     cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, start_new_session=True)
+        theirs.close()
+        self.conn = Connection(mine, None)
+        self.conn.pid = self.proc.pid
+        self.conn.deadline = None if _deadline is None else max(_deadline, time.monotonic() + 120)
+        return self.conn
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kill_all([self.proc.pid])
+
+
 _sandbox: Sandbox | None = None
 _current: Connection | None = None
 _submission: Path | None = None
@@ -567,6 +657,7 @@ def end_test() -> str | None:
         why = _current.dead if _current.dead not in (None, "closed") else None
         _current.close()
         _current = None
+    free_device_tensors()
     if _sandbox is not None:
         if why:
             _sandbox.close()

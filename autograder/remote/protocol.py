@@ -30,6 +30,7 @@ Requests (trusted -> worker): {"op": "import" | "getattr" | "setattr" | "call" |
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 from pathlib import Path as _Path, PurePath as _PurePath
@@ -149,15 +150,114 @@ def strided_view(u8, dtype, offset, shape, stride):
     return storage.as_strided(shape, stride, offset if not empty else 0)
 
 
-def mirror_view(spec: dict, u8_of) -> "torch.Tensor":
-    """The tensor a mirror spec {"m", "dt", "o", "s", "st"} describes, over the bytes `u8_of(m)` gives
-    for mirror m (None: no such mirror), bounds checked. Both sides decode views this way."""
-    u8 = u8_of(spec.get("m"))
+def mirror_view(spec: dict, u8_of, share_u8_of=None) -> "torch.Tensor":
+    """The tensor a view spec {"m" | "v", "dt", "o", "s", "st"} describes: over the bytes
+    `u8_of(m)` gives for mirror m, or `share_u8_of(v)` for device share v (None: no such buffer),
+    bounds checked. Both sides decode views this way."""
+    if "v" in spec:
+        u8 = share_u8_of(spec.get("v")) if share_u8_of is not None else None
+    else:
+        u8 = u8_of(spec.get("m"))
     if u8 is None:
-        raise ProtocolError(f"unknown shared buffer {spec.get('m')!r}")
+        raise ProtocolError(f"unknown shared buffer {spec.get('m', spec.get('v'))!r}")
     if spec.get("dt") not in _DTYPES:
         raise ProtocolError("unknown dtype")
     return strided_view(u8, _DTYPES[spec["dt"]], spec.get("o"), spec.get("s"), spec.get("st"))
+
+
+# ----------------------------------------------------------------------------- GPU memory both sides map
+
+class _MemLocation(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("id", ctypes.c_int)]
+
+
+class _AllocFlags(ctypes.Structure):
+    _fields_ = [("compressionType", ctypes.c_ubyte), ("gpuDirectRDMACapable", ctypes.c_ubyte),
+                ("usage", ctypes.c_ushort), ("reserved", ctypes.c_ubyte * 4)]
+
+
+class _AllocProp(ctypes.Structure):  # CUmemAllocationProp
+    _fields_ = [("type", ctypes.c_int), ("requestedHandleTypes", ctypes.c_int), ("location", _MemLocation),
+                ("win32HandleMetaData", ctypes.c_void_p), ("allocFlags", _AllocFlags)]
+
+
+class _AccessDesc(ctypes.Structure):  # CUmemAccessDesc
+    _fields_ = [("location", _MemLocation), ("flags", ctypes.c_int)]
+
+
+_PINNED, _POSIX_FD, _ON_DEVICE, _READ_WRITE = 1, 1, 1, 3  # CUDA driver API enum values
+_driver = None
+
+
+def _cu(name: str, *args) -> None:
+    global _driver
+    if _driver is None:
+        _driver = ctypes.CDLL("libcuda.so.1")
+    rc = getattr(_driver, name)(*args)
+    if rc != 0:
+        text = ctypes.c_char_p()
+        _driver.cuGetErrorName(rc, ctypes.byref(text))
+        raise RuntimeError(f"CUDA driver {name}: {(text.value or b'?').decode()} ({rc})")
+
+
+class _CudaArray:
+    def __init__(self, ptr: int, nbytes: int):
+        self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (ptr, False), "version": 2}
+
+
+class DeviceShare:
+    """GPU memory the trusted side allocates and a worker maps: the CUDA driver's virtual-memory
+    API with a POSIX file descriptor as the shareable handle. Legacy CUDA IPC handles do not cross
+    PID namespaces (the sandbox has its own); a descriptor rides SCM_RIGHTS like the mirrors do.
+    The speed harness keeps a timed loop's inputs and outputs here, so that the trusted process
+    writes the inputs and copies the outputs out itself, with no code of the worker in between.
+
+    `bytes` is a uint8 CUDA tensor over the whole allocation; views of it are made by
+    `strided_view`. Created with fd=None (the owner) or from a received fd and the owner's size."""
+
+    def __init__(self, nbytes: int, device: int, fd: int | None = None, size: int | None = None):
+        if not (type(nbytes) is int and nbytes > 0 and type(device) is int and device >= 0):
+            raise ProtocolError("bad device share")
+        torch.empty(1, device=f"cuda:{device}")  # torch's primary context, current on this thread
+        prop = _AllocProp(type=_PINNED, requestedHandleTypes=_POSIX_FD, location=_MemLocation(_ON_DEVICE, device))
+        gran = ctypes.c_size_t()
+        _cu("cuMemGetAllocationGranularity", ctypes.byref(gran), ctypes.byref(prop), 0)
+        g = max(int(gran.value), 1)
+        want = -(-nbytes // g) * g
+        if size is not None and (type(size) is not int or size != want):
+            raise ProtocolError("device share size does not match its byte count")
+        self.nbytes, self.size, self.device = nbytes, want, device
+        handle, ptr = ctypes.c_ulonglong(), ctypes.c_ulonglong()
+        if fd is None:
+            _cu("cuMemCreate", ctypes.byref(handle), ctypes.c_size_t(want), ctypes.byref(prop), ctypes.c_ulonglong(0))
+        else:
+            _cu("cuMemImportFromShareableHandle", ctypes.byref(handle), ctypes.c_void_p(fd), _POSIX_FD)
+            os.close(fd)
+        self.handle = handle
+        _cu("cuMemAddressReserve", ctypes.byref(ptr), ctypes.c_size_t(want), ctypes.c_size_t(g), ctypes.c_ulonglong(0),
+            ctypes.c_ulonglong(0))
+        _cu("cuMemMap", ptr, ctypes.c_size_t(want), ctypes.c_size_t(0), handle, ctypes.c_ulonglong(0))
+        access = _AccessDesc(_MemLocation(_ON_DEVICE, device), _READ_WRITE)
+        _cu("cuMemSetAccess", ptr, ctypes.c_size_t(want), ctypes.byref(access), ctypes.c_size_t(1))
+        self.ptr = ptr.value
+        self.fd = None
+        if fd is None:
+            out = ctypes.c_int(-1)
+            _cu("cuMemExportToShareableHandle", ctypes.byref(out), handle, _POSIX_FD, ctypes.c_ulonglong(0))
+            self.fd = out.value
+        self.bytes = torch.as_tensor(_CudaArray(self.ptr, nbytes), device=f"cuda:{device}")
+
+    def close(self) -> None:
+        """Unmap and release (the caller synchronised, and no tensor over `bytes` is used again)."""
+        if self.ptr:
+            self.bytes = None
+            _cu("cuMemUnmap", ctypes.c_ulonglong(self.ptr), ctypes.c_size_t(self.size))
+            _cu("cuMemAddressFree", ctypes.c_ulonglong(self.ptr), ctypes.c_size_t(self.size))
+            _cu("cuMemRelease", self.handle)
+            self.ptr = 0
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # ----------------------------------------------------------------------------- values
@@ -263,7 +363,7 @@ class Codec:
             return self._blob(value, blob)
         if "X" in value:
             spec = value["X"]
-            if "m" in spec:
+            if "m" in spec or "v" in spec:  # a view of shared memory: a mirror, or a device share
                 return self.shared(spec)
             t = tensor_from_bytes(self._blob(spec, blob), spec.get("dt"), spec.get("s"))
             dev = spec.get("dev", "cpu")
@@ -348,6 +448,9 @@ class _Worker:
         self.on_device: dict[int, object] = {}  # mirror id -> its copy on the GPU (a mirror of a CUDA tensor)
         self.mirror_of: dict[tuple[str, int], int] = {}  # (device, data_ptr of a mirror's storage) -> mirror id
         self.classes_sent: dict[int, type] = {}  # classes whose method names the trusted side has
+        self.device_shares: dict[int, DeviceShare] = {}  # GPU memory the trusted side owns, mapped here
+        self.share_of: dict[int, int] = {}  # base address -> device share id
+        self.benches: dict[int, tuple] = {}  # timed loops made by "bench": id -> (run, what keeps it alive)
         self.codec = Codec(self._handle_of, self._from_handle, self._share, self._shared)
         self.codec.pin = self._pin
 
@@ -398,13 +501,25 @@ class _Worker:
             key = (str(t.device), t.untyped_storage().data_ptr())
         except Exception:  # noqa: BLE001
             return None
+        v = self.share_of.get(key[1]) if key[0].startswith("cuda") else None
+        if v is not None:
+            return {"v": v, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape), "st": list(t.stride())}
         m = self.mirror_of.get(key)
         if m is None:
             return None
         return {"m": m, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape), "st": list(t.stride())}
 
     def _shared(self, spec: dict):
-        return mirror_view(spec, lambda m: self.on_device.get(m, self.mirrors[m].bytes) if m in self.mirrors else None)
+        return mirror_view(spec, lambda m: self.on_device.get(m, self.mirrors[m].bytes) if m in self.mirrors else None,
+                           lambda v: self.device_shares[v].bytes if v in self.device_shares else None)
+
+    def _add_device_share(self, spec: dict, fd: int) -> None:
+        if type(spec.get("id")) is not int or spec["id"] in self.device_shares:
+            os.close(fd)
+            raise ProtocolError("bad device share id")
+        d = DeviceShare(spec.get("n"), spec.get("dev"), fd=fd, size=spec.get("size"))
+        self.device_shares[spec["id"]] = d
+        self.share_of[d.ptr] = spec["id"]
 
     def _add_mirror(self, m: dict, fd: int) -> None:
         buf = SharedBuffer(m["n"], fd)
@@ -430,8 +545,15 @@ class _Worker:
                 req, blob, fds = recv_frame(self.sock)
             except EOFError:
                 return
-            for m, fd in zip(req.get("new_mirrors", []), fds):
+            mirrors, shares = req.get("new_mirrors", []), req.get("new_shares", [])
+            for m, fd in zip(mirrors, fds):
                 self._add_mirror(m, fd)
+            share_error = None
+            for spec, fd in zip(shares, fds[len(mirrors):]):
+                try:
+                    self._add_device_share(spec, fd)
+                except BaseException as e:  # noqa: BLE001 - no GPU, a driver error: the request fails with it
+                    share_error = share_error or e
             for h in req.get("release", ()):
                 o = self.objects.pop(h, None)
                 if o is not None and self.ids.get(id(o)) == h:
@@ -440,6 +562,8 @@ class _Worker:
                 return
             blobs: list = []
             try:
+                if share_error is not None:
+                    raise share_error
                 self._sync_device_mirrors(to_device=True)
                 with torch.set_grad_enabled(bool(req.get("grad", True))):
                     value = self.handle(req, blob)
@@ -452,6 +576,71 @@ class _Worker:
             except BaseException as e:  # noqa: BLE001 - a broken CUDA context, say
                 blobs, out = [], {"err": self._error(e)}
             self._reply(out, blobs)
+
+    def _bench(self, fn, calls, graph: bool) -> dict:
+        """Prepare a timed loop (untimed): two warm-up calls (compilation, autotuning, allocation) on
+        a side stream, then every call captured into one CUDA graph, so that a run is one launch and
+        its time is the GPU's. A call that cannot be captured (it synchronises with the host, say)
+        runs as a Python loop instead, paying its launch overhead; the reply says which, and why."""
+        if type(calls) is not list or not all(type(c) in (list, tuple) and len(c) == 2 for c in calls):
+            raise ProtocolError("bench: calls must be [args, kwargs] pairs")
+        calls = [(list(a), {str(k): v for k, v in dict(kw).items()}) for a, kw in calls]
+        keep: object = calls
+        run, why = None, ""
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.synchronize()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for args, kwargs in calls[:2]:
+                    fn(*args, **kwargs)
+            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            if graph and calls:
+                g = torch.cuda.CUDAGraph()
+                try:
+                    with torch.cuda.graph(g):
+                        for args, kwargs in calls:
+                            fn(*args, **kwargs)
+                    run, keep = g.replay, (g, calls)
+                except Exception as e:  # noqa: BLE001 - not capturable: the loop below
+                    why = f"{type(e).__name__}: {str(e)[:300]}"
+                    torch.cuda.synchronize()
+        else:
+            for args, kwargs in calls[:2]:
+                fn(*args, **kwargs)
+        if run is None:
+            run = _bench_loop(fn, calls)
+        bid = self.next_id
+        self.next_id += 1
+        self.benches[bid] = (run, keep)
+        return {"id": bid, "graph": cuda and graph and bool(calls) and why == "", "why": why}
+
+    @staticmethod
+    def _script(obj, methods, steps, pluck):
+        """Run `steps` on obj: step [m, a] calls obj.<methods[m]>(a), where a is an int, or
+        {"r": j} / {"r": j, "rev": 1} for step j's result (reversed). The answer is the transcript:
+        for every element of every result of a method named in `pluck` (method -> attribute), that
+        attribute as an int, packed as int64 bytes, so that the trusted side can check every call
+        without a round trip per call."""
+        import array
+
+        if type(methods) is not list or type(steps) is not list or type(pluck) is not dict:
+            raise ProtocolError("script: methods, steps and pluck")
+        bound = [getattr(obj, str(m)) for m in methods]
+        attrs = [pluck.get(m) for m in methods]
+        results: list = [None] * len(steps)
+        out = array.array("q")
+        for i, (m, a) in enumerate(steps):
+            if type(a) is dict:
+                r = results[a["r"]]
+                results[a["r"]] = None  # each result is taken once
+                a = r[::-1] if a.get("rev") else r
+            r = results[i] = bound[m](a)
+            if attrs[m] is not None:
+                out.extend(int(getattr(x, attrs[m])) for x in r)
+        return out.tobytes()
 
     def _error(self, e: BaseException) -> dict:
         try:
@@ -480,6 +669,16 @@ class _Worker:
         if op == "calls":  # one method called with many argument lists in one round trip
             method = getattr(obj, str(req["name"]))
             return [method(*args) for args in dec(req["argslist"])]
+        if op == "script":  # many method calls on one object in one round trip (a timed workload)
+            return self._script(obj, req.get("methods"), req.get("steps"), req.get("pluck"))
+        if op == "bench":  # a timed loop: obj(*args, **kwargs) for each call, in one CUDA graph where it can be
+            return self._bench(obj, dec(req["calls"]), bool(req.get("graph", True)))
+        if op == "bench_run":  # run it once, and return when the GPU has finished it
+            run = self.benches[int(req["bench"])][0]
+            run()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            return None
         if op == "getattr":
             return getattr(obj, str(req["name"]))
         if op == "setattr":
@@ -509,6 +708,13 @@ class _Worker:
         if op == "ping":
             return os.getpid()
         raise ProtocolError(f"unknown request {op!r}")
+
+
+def _bench_loop(fn, calls):
+    def run():
+        for args, kwargs in calls:
+            fn(*args, **kwargs)
+    return run
 
 
 def _method_names(t: type) -> list[str]:
@@ -554,13 +760,16 @@ def _reseed() -> None:
     torch.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
 
 
-def serve(fd: int, submission: str | None = None, library: str | None = None) -> None:
+def serve(fd: int, submission: str | None = None, library: str | None = None, trusted: bool = False) -> None:
     """Run a worker on an inherited socket: the submission's folder goes first on sys.path, then
-    the folder holding the course library (llmsys)."""
+    the folder holding the course library (llmsys). A trusted worker (the speed tests' baselines,
+    in a process of their own: `import vllm` changes settings of the process that imports it)
+    runs no submission code and may import the baselines."""
     import faulthandler
 
     faulthandler.enable()  # a segfault leaves its traceback in the log the grader reads
-    sys.meta_path.insert(0, _BlockBaselines())
+    if not trusted:
+        sys.meta_path.insert(0, _BlockBaselines())
     if library and library not in sys.path:
         sys.path.insert(0, library)
     if submission:
@@ -628,8 +837,11 @@ def zygote(fd: int, submission: str | None, library: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # python protocol.py zygote|serve FD [SUBMISSION [LIBRARY]]
+    # python protocol.py zygote|serve|trusted FD [SUBMISSION [LIBRARY]]
     mode, fd = sys.argv[1], int(sys.argv[2])
-    sub = sys.argv[3] if len(sys.argv) > 3 else None
+    sub = (sys.argv[3] or None) if len(sys.argv) > 3 else None
     lib = sys.argv[4] if len(sys.argv) > 4 else None
-    (zygote if mode == "zygote" else serve)(fd, sub, lib)
+    if mode == "zygote":
+        zygote(fd, sub, lib)
+    else:
+        serve(fd, sub, lib, trusted=mode == "trusted")

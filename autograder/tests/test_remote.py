@@ -148,3 +148,34 @@ def test_shared_buffers_check_their_size():
     os.ftruncate(fd, 4)
     with pytest.raises(ProtocolError):
         SharedBuffer(16, fd)
+
+
+def test_a_script_runs_a_whole_program_in_one_request(worker):
+    """The block_manager speed test's path: the churn program as one `script` request, answered
+    with every allocated block id; the reference's answer is exactly the free queue's order."""
+    from autograder.suites.block_manager.churn import as_script, check_ids, expected_ids, make_ops
+
+    import array
+
+    ops = make_ops(3000, 64, seed=7)
+    pool = worker.import_module("block_manager.block_pool").BlockPool(64, enable_caching=False)
+    methods, steps = as_script(ops)
+    raw = worker.request("script", handle_id=object.__getattribute__(pool, "_r_id"), methods=methods, steps=steps,
+                         pluck={"get_new_blocks": "block_id"})
+    ids = array.array("q", raw).tolist()
+    assert ids == expected_ids(ops, list(range(64)))
+    assert check_ids(ops, ids, set(range(64))) is None
+    assert check_ids(ops, [64] + ids[1:], set(range(64))) is not None, "an id outside the pool is not a valid run"
+
+
+def test_a_bench_loop_runs_its_calls_in_the_worker(worker):
+    """The kernel speed harness's path without a GPU: `bench` prepares a loop over mirrored
+    tensors (a Python loop here: no CUDA graph on CPU), `bench_run` runs it."""
+    fn = evaluate(worker, "lambda x, out: out.copy_(x * 2)")
+    x, out = torch.arange(6.0).view(3, 2), torch.full((3, 2), float("nan"))
+    reply = worker.request("bench", handle_id=object.__getattribute__(fn, "_r_id"),
+                           calls=[((x[i],), {"out": out[i]}) for i in range(3)], graph=True)
+    assert reply["graph"] is False and type(reply["id"]) is int
+    out.fill_(float("nan"))
+    worker.request("bench_run", bench=reply["id"])
+    assert torch.equal(out, x * 2)

@@ -101,6 +101,23 @@ def run_engine(eng, llm, reqs: list[Request]) -> RunResult:
     return RunResult(seconds, outs, ttft, itl, timeline)
 
 
+def run_generate(eng, llm, reqs: list[Request]) -> RunResult:
+    """The graded run: one `llm.generate()` for every request, on this process's clock until every
+    generated token id is here. The engine runs in the submission's worker; its answer comes back
+    by value, so the work is done when the clock stops."""
+    from autograder.remote import client
+
+    params = [eng.llm.SamplingParams(temperature=0.0, max_tokens=r.output_len, ignore_eos=True) for r in reqs]
+    prompts = [r.prompt for r in reqs]
+    _sync()
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, params)
+    completions = client.gather(outs, "outputs")
+    tokens = client.gather([c[0] for c in completions], "token_ids")
+    seconds = time.perf_counter() - t0
+    return RunResult(seconds, [list(t) for t in tokens])
+
+
 def hf_model():
     from transformers import AutoModelForCausalLM
 

@@ -1,9 +1,20 @@
-"""The speed grid (vLLM's benchmark_paged_attention shapes) and GPU-native input generation."""
+"""The speed grid (vLLM's benchmark_paged_attention shapes), GPU-native input generation, and
+the shared-memory copies of a case that timing.compare_loops runs on."""
 from __future__ import annotations
+
+import math
 
 import torch
 
+from autograder import timing
+from autograder.remote import client
 from pa_common import Case
+
+# A run of the timed loop is about RUN_MS of GPU work, so that the grader's round trip around it
+# (a fraction of a millisecond) is a few percent at most, and taken off by calibration anyway.
+RUN_MS = 25.0
+# reshape_and_cache: calls per run; each call writes its own slots, so the cache holds them all
+RESHAPE_CALLS = {256: 2048, 8192: 128}
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_SIZE, BLOCK_SIZE = 32, 8, 128, 16
 # (name, seq_lens generator): fixed (batch, context) pairs from (1, 4096) to (256, 1024), plus ragged
@@ -42,3 +53,39 @@ def sample_rows(case: Case, rows: list[int]) -> Case:
     idx = torch.tensor(rows, device=case.query.device)
     return Case(case.query[idx], case.key_cache, case.value_cache, case.block_tables[idx], case.seq_lens[idx],
                 case.scale, case.max_seq_len)
+
+
+def calls_per_run(kv_bytes: int) -> int:
+    """Calls in one timed run: about RUN_MS of work at H100 bandwidth, between 8 and 2,000."""
+    est_ms = kv_bytes / 2.5e9 + 0.005
+    return max(8, min(2000, round(RUN_MS / est_ms)))
+
+
+def cache_copies(key_cache: torch.Tensor) -> int:
+    """Copies of the K/V caches a run rotates through, so that together they are three times the
+    L2 cache: no call finds the previous one's KV still in L2 (the flush `compare` does)."""
+    l2 = getattr(torch.cuda.get_device_properties(key_cache.device), "L2_cache_size", 50 << 20) or 50 << 20
+    return max(1, math.ceil(3 * l2 / (2 * key_cache.numel() * key_cache.element_size())))
+
+
+class SharedCase:
+    """One contender's copy of a case in memory its worker maps (client.device_tensor): the caches
+    `copies` times, and one query and one output per call of a run, [calls, num_seqs, heads, head]."""
+
+    def __init__(self, case: Case, calls: int, copies: int):
+        def shared(t: torch.Tensor, times: int | None = None) -> torch.Tensor:
+            out = client.device_tensor(((times,) if times else ()) + tuple(t.shape), t.dtype)
+            out.copy_(t if times is None else t.expand(times, *t.shape))
+            return out
+
+        self.key_caches = shared(case.key_cache, copies)
+        self.value_caches = shared(case.value_cache, copies)
+        self.block_tables = shared(case.block_tables)
+        self.seq_lens = shared(case.seq_lens)
+        self.query = client.device_tensor((calls,) + tuple(case.query.shape), case.query.dtype)
+        self.out = client.device_tensor((calls,) + tuple(case.query.shape), case.query.dtype)
+        self.calls = calls
+
+    def loop(self, fn, call) -> timing.Loop:
+        """The timed loop of fn: call(self, i) gives the i-th call's (args, kwargs)."""
+        return timing.Loop(fn, [call(self, i) for i in range(self.calls)], self.query.copy_, [self.out])

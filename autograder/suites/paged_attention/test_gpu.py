@@ -1,21 +1,25 @@
 """GPU: the full correctness grid (bf16 included), and speed against vLLM's own kernels.
 
 Speed: the student's paged_attention() against vLLM's CUDA paged_attention_v2 (vLLM <= 0.24)
-or Triton unified_attention (vLLM >= 0.25), same GPU, same process, interleaved, L2 flushed,
-fresh inputs per trial, each timed output checked on sampled sequences against an fp32
-reference. Points per ratio: autograder/grading.toml [assignments.paged_attention.speed]
-(full at 0.8x vLLM). Without vLLM the speed tests are "not graded here", with the reason.
+or Triton unified_attention (vLLM >= 0.25), same GPU. Both run in workers (the student's in its
+sandbox, vLLM's in a trusted process of its own) and are timed by timing.compare_loops in this
+process: back-to-back calls in one CUDA graph, fresh queries written on this process's clock,
+cache copies rotated so no call finds its KV in L2, every call's output copied out when the clock
+stops and checked (NaN-poisoned before; sampled sequences against an fp32 reference). Points per
+ratio: autograder/grading.toml [assignments.paged_attention.speed] (full at 0.8x vLLM). Without
+vLLM the speed tests are "not graded here", with the reason.
 """
-import statistics
 
 import pytest
 import torch
 
-from autograder import baselines, timing
+from autograder import timing
 from autograder.checks import assert_close, poison_, secret_seed
+from autograder.remote import client
 
-from pa_bench import BLOCK_SIZE, GRID, HEAD_SIZE, NUM_KV_HEADS, gpu_case, sample_rows
-from pa_common import make_case, naive_torch, reference
+import pa_bench as pb
+from pa_bench import BLOCK_SIZE, GRID, HEAD_SIZE, NUM_HEADS, NUM_KV_HEADS, gpu_case
+from pa_common import make_case, reference
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
@@ -62,40 +66,54 @@ def test_gpu_reshape_and_cache(pa, rng, dtype):
 
 
 def _attention_speed(pa, grade, lens_fn, dtype):
-    base = baselines.get("vllm.paged_attention")
-    if not base.available:
-        pytest.skip(f"not graded here: {base.reason}")
-    vllm = base.impl
     gen = torch.Generator().manual_seed(secret_seed())
+    case = gpu_case(lens_fn(gen), dtype, gen)  # this process's copy: the reference reads it
+    S = len(case.seq_lens)
+    n = pb.calls_per_run(case.kv_bytes)
+    copies = pb.cache_copies(case.key_cache)
+    with client.trusted_worker() as bw:
+        base = bw.import_module("autograder.baselines").get("vllm.paged_attention")
+        if not base.available:
+            pytest.skip(f"not graded here: {base.reason}")
+        sides = {name: pb.SharedCase(case, n, copies) for name in ("student", "vllm")}
+        vk = bw.import_module("autograder.baselines.vllm_kernels")
+        v = sides["vllm"]
+        loops = {
+            "student": sides["student"].loop(pa.kernels.paged_attention, lambda c, i: (
+                (c.query[i], c.key_caches[i % copies], c.value_caches[i % copies], c.block_tables, c.seq_lens,
+                 case.scale, case.max_seq_len), {"out": c.out[i]})),
+            "vllm": v.loop(vk.InLoop(base.impl, list(v.key_caches), list(v.value_caches)), lambda c, i: (
+                (c.query[i], i % copies, c.block_tables, c.seq_lens, case.scale, case.max_seq_len, c.out[i]), {})),
+        }
+        calibrate = timing.Loop(loops["vllm"].fn, [], loops["vllm"].write, loops["vllm"].outputs)
+        check_gen = torch.Generator().manual_seed(secret_seed())
 
-    sizes = []  # KV bytes of each timed trial's draw
+        def fresh(trial):  # the queries of every call of one run, drawn here, written on the clock
+            return torch.randn(n, S, NUM_HEADS, HEAD_SIZE, generator=check_gen).to(dtype).cuda()
 
-    def make_inputs(trial):
-        case = gpu_case(lens_fn(gen), dtype, gen)
-        if trial >= 0:
-            sizes.append(case.kv_bytes)
-        k_native, v_native = vllm.prepare(case.key_cache, case.value_cache)
-        rows = sorted({0, len(case.seq_lens) - 1, int(torch.randint(0, len(case.seq_lens), (1,), generator=gen))})
-        return case, k_native, v_native, rows, poison_(torch.empty_like(case.query)), poison_(torch.empty_like(case.query))
+        def check(queries, name, copies_out):
+            out = copies_out[0]  # [calls, num_seqs, num_heads, head_size]
+            unwritten = ~torch.isfinite(out).flatten(2).all(-1)
+            if bool(unwritten.any()):
+                call, seq = (int(x) for x in unwritten.nonzero()[0])
+                raise AssertionError(f"{name}: the timed output of call {call} has NaN for sequence {seq}: the call "
+                                     f"did not write all of `out` before the GPU work it launched was done")
+            # every call checked at a sequence drawn now, after the run, plus the first and last sequences
+            picks = [(i, int(torch.randint(0, S, (1,), generator=check_gen))) for i in range(n)]
+            picks = [picks[i] for i in torch.randperm(n, generator=check_gen)[:48].tolist()] + [(0, 0), (n - 1, S - 1)]
+            calls_idx = torch.tensor([i for i, _ in picks], device="cuda")
+            seq_idx = torch.tensor([s_ for _, s_ in picks], device="cuda")
+            rows = pb.Case(queries[calls_idx, seq_idx], case.key_cache, case.value_cache, case.block_tables[seq_idx],
+                           case.seq_lens[seq_idx], case.scale, case.max_seq_len)
+            assert_close(out[calls_idx, seq_idx], reference(rows, torch.float32), dtype=dtype,
+                         what=f"{name}: timed outputs (sampled calls and sequences)")
 
-    def student(inp):
-        case, *_, out_s, _ = inp
-        return pa.kernels.paged_attention(case.query, case.key_cache, case.value_cache, case.block_tables,
-                                          case.seq_lens, case.scale, case.max_seq_len, out=out_s)
-
-    def vllm_fn(inp):
-        case, kn, vn, _, _, out_v = inp
-        return vllm(out_v, case.query, kn, vn, case.block_tables, case.seq_lens, case.scale, case.max_seq_len)
-
-    def check(inp, out):
-        case, rows = inp[0], inp[3]
-        want = reference(sample_rows(case, rows), torch.float32)
-        assert_close(out[rows], want, what="timed output (sampled sequences)", dtype=dtype)
-
-    cmp = timing.compare({"student": student, "vllm": vllm_fn}, make_inputs, check, student="student", baseline="vllm",
-                         warmup=3, min_trials=15, max_trials=60, budget_s=30, forbidden_kernels=r"vllm::")
-    gbps = cmp.median_rate("student", sizes) / 1e9
-    grade.extra.update(kv_bytes_median=statistics.median(sizes), student_gbps=gbps, baseline=base.description)
+        cmp = timing.compare_loops(loops, fresh, check, student="student", baseline="vllm", calibrate=calibrate,
+                                   min_trials=8, max_trials=30, budget_s=30)
+        description = base.description
+    gbps = case.kv_bytes / (cmp.timings["student"].median_ms * 1e-3) / 1e9
+    grade.extra.update(kv_bytes=case.kv_bytes, calls_per_run=n, cache_copies=copies, student_gbps=gbps,
+                       baseline=description)
     timing.record(grade, cmp, "paged_attention", "vs_vllm_paged_attention")
     print(cmp.describe(), f"student {gbps:.0f} GB/s of KV")
 
@@ -113,35 +131,61 @@ def test_speed_vs_vllm_paged_attention(pa, grade, name, lens_fn, dtype):
 @pytest.mark.points(2)
 @pytest.mark.parametrize("num_tokens", [256, 8192], ids=["decode-256", "prefill-8192"])
 def test_speed_vs_vllm_reshape_and_cache(pa, grade, num_tokens):
-    """reshape_and_cache against vLLM's reshape_and_cache_flash (same layout), fp16."""
-    base = baselines.get("vllm.reshape_and_cache")
-    if not base.available:
-        pytest.skip(f"not graded here: {base.reason}")
-    num_blocks = 4096
+    """reshape_and_cache against vLLM's reshape_and_cache_flash (same layout), fp16.
 
-    def make_inputs(trial):
-        kc = torch.empty(num_blocks, BLOCK_SIZE, NUM_KV_HEADS, HEAD_SIZE, dtype=torch.float16, device="cuda")
-        caches = [(kc, torch.empty_like(kc)), (torch.empty_like(kc), torch.empty_like(kc))]
-        slots = torch.randperm(num_blocks * BLOCK_SIZE, device="cuda")[:num_tokens]
-        key = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_SIZE, dtype=torch.float16, device="cuda")
-        return key, torch.randn_like(key), caches, slots
+    Each call of a run writes its own slots (disjoint across the run's calls), so every call's
+    writes are in the cache when the run ends, and the whole cache is checked bit for bit."""
+    n = pb.RESHAPE_CALLS[num_tokens]
+    num_blocks = n * num_tokens // BLOCK_SIZE + 64
+    gen = torch.Generator(device="cuda").manual_seed(secret_seed())
+    with client.trusted_worker() as bw:
+        base = bw.import_module("autograder.baselines").get("vllm.reshape_and_cache")
+        if not base.available:
+            pytest.skip(f"not graded here: {base.reason}")
+        shape = (n, num_tokens, NUM_KV_HEADS, HEAD_SIZE)
+        key = torch.randn(shape, generator=gen, device="cuda", dtype=torch.float16)  # fixed per test
+        value = torch.randn(shape, generator=gen, device="cuda", dtype=torch.float16)
+        sides = {}
+        for name in ("student", "vllm"):
+            t = dict(key=client.device_tensor(shape, torch.float16), value=client.device_tensor(shape, torch.float16),
+                     slots=client.device_tensor((n, num_tokens), torch.int64),
+                     kc=client.device_tensor((num_blocks, BLOCK_SIZE, NUM_KV_HEADS, HEAD_SIZE), torch.float16),
+                     vc=client.device_tensor((num_blocks, BLOCK_SIZE, NUM_KV_HEADS, HEAD_SIZE), torch.float16))
+            t["key"].copy_(key)
+            t["value"].copy_(value)
+            sides[name] = t
 
-    def student(inp):
-        key, value, caches, slots = inp
-        pa.kernels.reshape_and_cache(key, value, caches[0][0], caches[0][1], slots)
-        return caches[0]
+        def write(t):
+            return lambda slots: t["slots"].copy_(slots)
 
-    def vllm_fn(inp):
-        key, value, caches, slots = inp
-        base.impl(key, value, caches[1][0], caches[1][1], slots)
-        return caches[1]
+        def calls(t, with_out):
+            return [((t["key"][i], t["value"][i], t["kc"], t["vc"], t["slots"][i]), {}) for i in range(n)]
 
-    def check(inp, out):
-        key, value, _, slots = inp
-        assert torch.equal(out[0].view(-1, NUM_KV_HEADS, HEAD_SIZE)[slots], key)
-        assert torch.equal(out[1].view(-1, NUM_KV_HEADS, HEAD_SIZE)[slots], value)
+        loops = {
+            "student": timing.Loop(pa.kernels.reshape_and_cache, calls(sides["student"], False),
+                                   write(sides["student"]), [sides["student"]["kc"], sides["student"]["vc"]]),
+            "vllm": timing.Loop(base.impl, calls(sides["vllm"], False), write(sides["vllm"]),
+                                [sides["vllm"]["kc"], sides["vllm"]["vc"]]),
+        }
+        calibrate = timing.Loop(base.impl, [], loops["vllm"].write, loops["vllm"].outputs)
 
-    cmp = timing.compare({"student": student, "vllm": vllm_fn}, make_inputs, check, student="student", baseline="vllm",
-                         warmup=3, min_trials=20, max_trials=100, budget_s=20, forbidden_kernels=r"vllm::")
+        def fresh(trial):  # a fresh permutation of the slots: every call its own
+            return torch.randperm(num_blocks * BLOCK_SIZE, generator=gen, device="cuda")[:n * num_tokens].view(n, -1)
+
+        def check(slots, name, out):
+            want = torch.full((num_blocks * BLOCK_SIZE, NUM_KV_HEADS, HEAD_SIZE), float("nan"), dtype=torch.float16,
+                              device="cuda")
+            for cache, src in zip(out, (key, value)):
+                want.fill_(float("nan"))
+                want[slots.reshape(-1)] = src.reshape(-1, NUM_KV_HEADS, HEAD_SIZE)
+                got = cache.view(-1, NUM_KV_HEADS, HEAD_SIZE)
+                if not torch.equal(got.view(torch.int16), want.view(torch.int16)):
+                    bad = (got.view(torch.int16) != want.view(torch.int16)).flatten(1).any(1).nonzero()
+                    raise AssertionError(f"{name}: after a timed run, slot {int(bad[0])} of the cache does not hold "
+                                         f"what the run's calls wrote there ({int(bad.numel())} slots differ)")
+
+        cmp = timing.compare_loops(loops, fresh, check, student="student", baseline="vllm", calibrate=calibrate,
+                                   min_trials=10, max_trials=40, budget_s=20)
+    grade.extra.update(calls_per_run=n)
     timing.record(grade, cmp, "paged_attention", "vs_vllm_reshape_and_cache")
     print(cmp.describe())
