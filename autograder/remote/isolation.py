@@ -8,7 +8,8 @@ The strongest mechanism this machine offers is used (`choose()`), and grade.json
   library and model data, this folder's protocol.py at /grader) and a size-capped /tmp. It does not
   see the repository (so neither solutions/ nor the suites), other submissions, the grader's output
   folder or the result channel; it has no network but loopback; everything it starts lives in its
-  PID namespace and dies with it.
+  PID namespace and dies with it. The baselines' packages (vLLM, FlashAttention, DeepSpeed) are
+  hidden under empty tmpfs mounts: their kernels cannot be loaded by path.
 * `namespaces` (util-linux `unshare` + `setpriv`, when the grader is root and bwrap is missing):
   the same namespaces and unprivileged uid, but the file system is the host's with the repository,
   the other submissions and /tmp hidden under empty tmpfs mounts: a deny list, weaker than bwrap's
@@ -184,6 +185,27 @@ def _protocol_copy() -> Path:
     return d / "protocol.py"
 
 
+# What the submission is compared against: its files are hidden from the worker (bubblewrap and
+# namespaces levels), so that it can neither import them nor load their compiled kernels by path.
+BASELINE_PACKAGES = ("vllm", "vllm_flash_attn", "flash_attn", "flash_attn_interface", "deepspeed")
+
+
+def baseline_dirs() -> list[str]:
+    """The install folders of the baseline packages (found without importing them)."""
+    import importlib.util
+
+    out = []
+    for name in BASELINE_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for d in (spec.submodule_search_locations or []) if spec else []:
+            if os.path.isdir(d):
+                out.append(os.path.realpath(d))
+    return sorted(set(out))
+
+
 def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) -> tuple[list[str], Isolation]:
     """The command line that starts protocol.py (`zygote` or `serve`) on socket `fd` for a submission."""
     iso = choose()
@@ -195,12 +217,14 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
         cmd += ["--ro-bind", str(submission), SUBMISSION_MOUNT, "--perms", "0755", "--dir", GRADER_MOUNT,
                 "--ro-bind", str(PROTOCOL), f"{GRADER_MOUNT}/protocol.py", "--perms", "0755", "--dir", f"{GRADER_MOUNT}/lib",
                 "--ro-bind", str(REPO_ROOT / "llmsys"), f"{GRADER_MOUNT}/lib/llmsys"]
+        for d in baseline_dirs():
+            cmd += ["--tmpfs", d]
         cmd += ["--chdir", "/tmp"]
         return cmd + ["--", *limit, *inside, *py, f"{GRADER_MOUNT}/protocol.py", mode, str(fd), SUBMISSION_MOUNT,
                       f"{GRADER_MOUNT}/lib"], iso
     if iso.level == "namespaces":
         hide = [str(REPO_ROOT / n) for n in ("solutions", "autograder", ".git")] + ["/home", "/root/.ssh"]
-        hide += [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
+        hide += baseline_dirs() + [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
         return _unshare_prefix(hide, keep_tmp=True, limit=limit) + [*py, str(_protocol_copy()), mode, str(fd), str(submission),
                                                        str(_protocol_copy().parent / "lib")], iso
     # as root, still an unprivileged uid (needs only CAP_SETUID: works in a container without namespaces)

@@ -12,7 +12,7 @@ class of attack has its own test function reading that run. An attack that finds
 use raises "attack report: ..." with what it saw, so a test can check the attack really ran.
 
 Not covered here, still in-process behind the legacy guards (docs/grading.md): the `zero`
-assignment and the speed tier (GPU).
+assignment. The speed tier's attacks run on a GPU machine (the `cuda` marker).
 """
 from __future__ import annotations
 
@@ -426,20 +426,38 @@ def test_gpu_out_of_memory_costs_only_its_test(submission):
     assert all(t.status == "passed" for n, t in tests.items() if n != "test_gpu_reshape_and_cache[bf16]")
 
 
-@cuda
-def test_launching_the_baseline_kernel_is_caught(submission):
-    """A reshape_and_cache that also calls vLLM's kernel (through torch.ops, no import needed) fails
-    its speed tests (in-process tier): the grader profiles one student call and looks for the
-    baseline's kernels."""
-    from autograder import baselines
+SPEED_CASE = "speed_vs_vllm_paged_attention and b8-c4096-fp16"
 
-    if not baselines.get("vllm.reshape_and_cache").available:
-        pytest.skip("vLLM's kernels are not installed here")
-    call = ("    one = torch.ones((), dtype=torch.float32, device=key.device)\n"
-            "    torch.ops._C_cache_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, 'auto', one, one)\n")
-    sub = submission({"paged_attention/kernels.py": [("    _check_cache(key_cache, value_cache)\n    T, H, D = key.shape\n",
-                                                      "    _check_cache(key_cache, value_cache)\n    T, H, D = key.shape\n" + call)]})
+
+def _speed_points(result) -> list[tuple[str, str, float, str]]:
+    return [(t.nodeid.split("::")[-1], t.status, t.score, t.reason) for t in result.tests]
+
+
+@cuda
+@pytest.mark.parametrize("attack", ["speed_fake_clocks", "speed_side_stream", "speed_sampled_rows"])
+def test_speed_tricks_gain_nothing(tmp_path, attack):
+    """Class 9 (GPU): a slow or partial decode dressed up by lying clocks, a disabled
+    synchronize(), a side stream nobody waits for, or computing only the rows the old check
+    sampled. The clock, the copy of the outputs and the check are the trusted process's: each
+    scores no speed point (the honest reference scores full marks on the same case)."""
+    sub = build(tmp_path / "sub", "solutions", {"paged_attention/kernels.py": [attack]})
+    result = run_assignment("paged_attention", sub, keyword=SPEED_CASE)
+    if result.tests and result.tests[0].status == "not_graded":
+        pytest.skip(f"no baseline here: {result.tests[0].reason}")
+    assert len(result.tests) == 1, _speed_points(result)
+    assert result.tests[0].score == 0, _speed_points(result)
+
+
+@cuda
+def test_launching_the_baseline_kernel_gains_nothing(tmp_path):
+    """A reshape_and_cache that loads vLLM's op library by path and calls its kernel: the sandbox
+    sees neither the library nor vLLM's package (bubblewrap: they are not bound, or hidden under
+    an empty tmpfs), so both reshape_and_cache speed tests fail."""
+    sub = build(tmp_path / "sub", "solutions", {"paged_attention/kernels.py": ["speed_baseline_kernel"]})
     result = run_assignment("paged_attention", sub, keyword="speed_vs_vllm_reshape_and_cache")
-    assert len(result.tests) == 2
+    if result.tests and all(t.status == "not_graded" for t in result.tests):
+        pytest.skip(f"no baseline here: {result.tests[0].reason}")
+    assert len(result.tests) == 2, _speed_points(result)
     for t in result.tests:
-        assert t.status == "failed" and "launched the baseline's kernel" in t.reason, t.reason
+        assert t.status == "failed" and t.score == 0, _speed_points(result)
+        assert "attack report: no vLLM op library visible" in t.reason, t.reason
