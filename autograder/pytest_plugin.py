@@ -33,6 +33,7 @@ import hmac
 import json
 import os
 import random
+import sys
 import time
 
 import pytest
@@ -54,6 +55,8 @@ if WORKER_MODE:
     from .remote import client as _client
 
     _client.configure(os.environ.get(IMPL_ENV) or REPO_ROOT / "assignments")
+    if "--collect-only" not in sys.argv:
+        _client.prestart()  # the sandbox starts (python, torch, triton) while pytest collects
 else:
     sandbox.install(os.environ.get(IMPL_ENV) or REPO_ROOT / "assignments", _channel_path)
 

@@ -7,6 +7,7 @@ into place, so parallel graders never see half a checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -81,3 +82,32 @@ def build(s: dict, out: Path) -> None:
             noise = torch.randn(p.shape, generator=gen) * std
             p.copy_(1.0 + noise * 2 if "norm" in name else noise)
     model.save_pretrained(out)
+
+
+# the torch.nn.init functions modules call from reset_parameters()
+_INITS = ("normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+          "trunc_normal_", "zeros_", "ones_", "constant_")
+
+
+@contextlib.contextmanager
+def empty_weights():
+    """Build modules whose weights a checkpoint is about to replace: on the meta device (no
+    memory) and without their random initialisation (no work). On the meta device that
+    initialisation is not free either: nn.Embedding's normal_ imports torch._dynamo there, about
+    two seconds on the first model a process builds.
+
+        with empty_weights():
+            model = CausalLM(config)
+        model.load_state_dict(state, assign=True)
+    """
+    import torch
+
+    saved = {name: getattr(torch.nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)

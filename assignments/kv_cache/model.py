@@ -190,9 +190,11 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype
     """Load a transformers checkpoint into the course model (see the module docstring for names)."""
     from safetensors.torch import load_file
 
+    from llmsys.models import empty_weights
+
     folder = resolve_checkpoint(name_or_path)
     config = ModelConfig.from_hf(json.loads((folder / "config.json").read_text()))
-    with torch.device("meta"):
+    with empty_weights():  # the checkpoint replaces every weight: no memory, no random init
         model = CausalLM(config)
     state = {}
     for f in sorted(folder.glob("*.safetensors")):

@@ -12,8 +12,9 @@ import torch
 
 
 def inv_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
-    """[head_dim // 2] float32 inverse frequencies, with Llama-3's long-context scaling if asked."""
-    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    """[head_dim // 2] float32 inverse frequencies, with Llama-3's long-context scaling if asked.
+    Computed on the CPU (a few numbers), also while a model is built on the meta device."""
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim))
     if scaling and scaling.get("rope_type", "default") == "llama3":
         factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
         old_len = scaling["original_max_position_embeddings"]

@@ -65,7 +65,7 @@ class SubmissionError(Exception):
 class Sandbox:
     """A zygote in its isolation, for one submission. Forks a fresh worker per test."""
 
-    def __init__(self, submission: Path, extra_ro: list[Path] = (), mode: str = "zygote"):
+    def __init__(self, submission: Path, extra_ro: list[Path] = (), mode: str = "zygote", wait: bool = True):
         from ..runner import CappedLog
 
         self.submission = Path(submission)
@@ -76,15 +76,22 @@ class Sandbox:
         child.close()
         self.log = CappedLog(self.proc.stdout, LOG_HEAD, LOG_TAIL)
         self.ctl, self.keep, self.mode = ctl, set(), mode
-        if mode == "serve":  # a single worker on this socket, no zygote
-            self.keep = set()
+        self.starting = mode == "zygote"
+        if not wait:  # the first fork() waits (the zygote imports torch meanwhile)
             return
-        ready = _recv_within(ctl, READY_TIMEOUT_S, "the sandbox to start")
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        if not self.starting:
+            return
+        self.starting = False
+        ready = _recv_within(self.ctl, READY_TIMEOUT_S, "the sandbox to start")
         if "ready" not in ready:
             raise WorkerError(f"the sandbox did not start: {self.log_tail()}")
         self.keep = set(descendants(self.proc.pid))
 
     def fork(self) -> "Connection":
+        self.wait_ready()
         mine, theirs = socket.socketpair()
         send_frame(self.ctl, {"op": "fork"}, [], [theirs.fileno()])
         theirs.close()
@@ -120,6 +127,8 @@ class Sandbox:
 
     def clean(self) -> None:
         """Kill whatever the last test left in the sandbox (processes, threads' processes, orphans)."""
+        if self.starting:  # no test has used it yet: nothing of a test's is in it
+            return
         kill_all([p for p in descendants(self.proc.pid) if p not in self.keep])
 
     def alive(self) -> bool:
@@ -617,6 +626,19 @@ _deadline: float | None = None
 def configure(submission: Path) -> None:
     global _submission
     _submission = Path(submission)
+
+
+def prestart() -> None:
+    """Start the suite's sandbox now without waiting for it (python, torch and triton are
+    imported in it while pytest collects); the first test's fork waits for it to be ready.
+    Started from this (the main) thread: bwrap's --die-with-parent follows the thread that
+    started it."""
+    global _sandbox
+    if _submission is not None and _sandbox is None:
+        try:
+            _sandbox = Sandbox(_submission, wait=False)
+        except Exception:  # noqa: BLE001 - current() starts one again and reports what fails
+            _sandbox = None
 
 
 def isolation_level() -> str:
