@@ -285,7 +285,7 @@ def compare_loops(loops: dict[str, Loop], fresh: Callable[[int], Any],
         raise RuntimeError("timing needs a CUDA GPU")
     names = list(loops)
     for n in names:
-        with _baseline_errors(n == baseline, f"preparing {n}"):
+        with _baseline_errors(n != student, f"preparing {n}"):
             loops[n].prepare()
     overhead_s = 0.0
     if calibrate is not None:
@@ -301,7 +301,7 @@ def compare_loops(loops: dict[str, Loop], fresh: Callable[[int], Any],
         order = names[trial % len(names):] + names[:trial % len(names)]
         for n in order:
             loop = loops[n]
-            with _baseline_errors(n == baseline, f"the timed run of {n}"):
+            with _baseline_errors(n != student, f"the timed run of {n}"):
                 seconds, copies = loop.run(inputs)
                 check(inputs, n, copies)
             samples[n].append(1e3 * max(seconds - overhead_s, 1e-9) / max(len(loop.calls), 1))

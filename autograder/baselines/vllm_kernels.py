@@ -1,13 +1,17 @@
 """vLLM's own attention kernels, as the paged-attention assignment's speed baseline.
 
-Order of preference:
-  1. vLLM's CUDA PagedAttention v2 (`torch.ops._C.paged_attention_v2`), registered by
-     `import vllm._custom_ops` in vLLM up to 0.24. Its cache layout differs from ours
-     (key cache [num_blocks, num_kv_heads, head_size/x, block_size, x], value cache
-     [num_blocks, num_kv_heads, head_size, block_size]); the adapter converts once, outside
-     the timed region, so the kernel reads its own native layout.
-  2. vLLM's Triton `unified_attention` (vLLM 0.25+, which removed paged_attention_v1/v2),
-     whose cache layout is ours: [num_blocks, block_size, num_kv_heads, head_size].
+The decode baseline is the kernel vLLM itself runs for decode on this GPU and version:
+  1. FLASH_ATTN: vLLM's FlashAttention (`vllm.vllm_flash_attn.flash_attn_varlen_func` with a
+     block table), FA3 on Hopper, FA2 elsewhere, as vLLM selects it. Scheduler metadata is made
+     once per case (`get_scheduler_metadata`), as vLLM makes it once per step, and at most 16 KV
+     splits, vLLM's bound for decode under its default full CUDA graphs. Cache layout as ours.
+  2. Without vLLM's Python package but with vLLM's compiled op library loaded (vLLM <= 0.24:
+     `torch.ops._C.paged_attention_v2`): PagedAttention v2, the paper's kernel. Its cache layout
+     differs from ours (key [num_blocks, num_kv_heads, head_size/x, block_size, x], value
+     [num_blocks, num_kv_heads, head_size, block_size]); the adapter converts once, untimed.
+Where both are present, PagedAttention v2 is timed beside FlashAttention ("vllm.paged_attention_v2").
+Triton `unified_attention` is not used: vLLM runs it (TRITON_ATTN) with split-KV buffers this
+adapter does not build, and without them it is several times slower than what vLLM runs.
 `reshape_and_cache_flash` (layout as ours) is the baseline for reshape_and_cache.
 """
 from __future__ import annotations
@@ -59,20 +63,45 @@ def paged_attention() -> Baseline:
     name = "vllm.paged_attention"
     if (why := _cuda()):
         return Baseline(name, "", False, why)
+    fa = _flash_attention()
+    if fa is not None:
+        return fa
+    return paged_attention_v2(name)
+
+
+@register("vllm.paged_attention_v2")
+def paged_attention_v2(name: str = "vllm.paged_attention_v2") -> Baseline:
+    if (why := _cuda()):
+        return Baseline(name, "", False, why)
     version = _version()
     if version is not None and _has_op("_C", "paged_attention_v2"):
         return Baseline(name, f"vLLM {version} CUDA paged_attention_v2", True, impl=PagedAttentionV2(), version=version)
-    try:
-        from vllm.v1.attention.ops.triton_unified_attention import unified_attention  # vLLM 0.25+
-        import vllm
-
-        return Baseline(name, f"vLLM {vllm.__version__} Triton unified_attention", True,
-                        impl=UnifiedAttention(unified_attention), version=vllm.__version__)
-    except ImportError:
-        pass
     if version is None:
         return Baseline(name, "", False, "vLLM is not installed (pip install vllm, on a CUDA machine)")
-    return Baseline(name, "", False, f"vLLM {version} has neither paged_attention_v2 nor triton unified_attention")
+    return Baseline(name, "", False, f"vLLM {version} has no paged_attention_v2 (removed in 0.25) and no FlashAttention "
+                                     "for this GPU")
+
+
+def _flash_attention() -> Baseline | None:
+    """vLLM's FLASH_ATTN decode (FA3 on Hopper, FA2 elsewhere), if its package has it."""
+    try:
+        import vllm
+        from vllm.vllm_flash_attn import flash_attn_varlen_func, get_scheduler_metadata
+    except ImportError:
+        return None
+    fa_version = 2
+    try:
+        from vllm.vllm_flash_attn import is_fa_version_supported
+
+        if torch.cuda.get_device_capability()[0] == 9 and is_fa_version_supported(3):
+            fa_version = 3
+        elif not is_fa_version_supported(2):
+            return None
+    except ImportError:
+        pass
+    return Baseline("vllm.paged_attention", f"vLLM {vllm.__version__} FLASH_ATTN (FlashAttention-{fa_version})", True,
+                    impl=FlashAttention(flash_attn_varlen_func, get_scheduler_metadata, fa_version),
+                    version=vllm.__version__)
 
 
 @register("vllm.reshape_and_cache")
@@ -115,21 +144,41 @@ class PagedAttentionV2:
         return out
 
 
-class UnifiedAttention:
-    """vLLM's Triton unified_attention for decode: one query token per sequence, our cache layout."""
+class FlashAttention:
+    """vLLM's FLASH_ATTN decode call: one query token per sequence, our cache layout. The step's
+    metadata (query offsets, FA3's scheduler metadata) is made on the first call for a batch and
+    reused, as vLLM makes it once per step for all layers; the timed loop's warm-up makes it."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    MAX_SPLITS = 16  # vLLM's _DEFAULT_MAX_NUM_SPLITS_FOR_CUDA_GRAPH: decode runs in full CUDA graphs
+
+    def __init__(self, varlen, scheduler_metadata, fa_version: int):
+        self.varlen, self.scheduler_metadata, self.fa_version = varlen, scheduler_metadata, fa_version
+        self.steps: dict = {}
 
     def prepare(self, key_cache, value_cache):
         return key_cache, value_cache
 
+    def _step(self, query, key_cache, seq_lens, max_seq_len):
+        key = (seq_lens.data_ptr(), seq_lens.shape[0], max_seq_len, query.dtype)
+        if key not in self.steps:
+            n, heads, head_size = query.shape
+            cu = torch.arange(n + 1, dtype=torch.int32, device=query.device)
+            meta = None
+            if self.fa_version == 3:
+                meta = self.scheduler_metadata(
+                    batch_size=n, max_seqlen_q=1, max_seqlen_k=max_seq_len, num_heads_q=heads,
+                    num_heads_kv=key_cache.shape[2], headdim=head_size, cache_seqlens=seq_lens, qkv_dtype=query.dtype,
+                    cu_seqlens_q=cu, page_size=key_cache.shape[1], causal=True, window_size=(-1, -1),
+                    num_splits=self.MAX_SPLITS)
+            self.steps[key] = (cu, meta)
+        return self.steps[key]
+
     def __call__(self, out, query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len):
-        n = query.shape[0]
-        cu = torch.arange(n + 1, dtype=torch.int32, device=query.device)
-        self.fn(q=query, k=key_cache, v=value_cache, out=out, cu_seqlens_q=cu, max_seqlen_q=1, seqused_k=seq_lens,
-                max_seqlen_k=max_seq_len, softmax_scale=scale, causal=True, window_size=(-1, -1),
-                block_table=block_tables, softcap=0, q_descale=None, k_descale=None, v_descale=None)
+        cu, meta = self._step(query, key_cache, seq_lens, max_seq_len)
+        self.varlen(q=query, k=key_cache, v=value_cache, out=out, cu_seqlens_q=cu, max_seqlen_q=1, seqused_k=seq_lens,
+                    max_seqlen_k=max_seq_len, softmax_scale=scale, causal=True, window_size=(-1, -1),
+                    block_table=block_tables, softcap=0, scheduler_metadata=meta, fa_version=self.fa_version,
+                    num_splits=self.MAX_SPLITS if self.fa_version == 3 else 0)
         return out
 
 

@@ -1,7 +1,9 @@
 """GPU: the full correctness grid (bf16 included), and speed against vLLM's own kernels.
 
-Speed: the student's paged_attention() against vLLM's CUDA paged_attention_v2 (vLLM <= 0.24)
-or Triton unified_attention (vLLM >= 0.25), same GPU. Both run in workers (the student's in its
+Speed: the student's paged_attention() against the decode kernel vLLM itself runs on this GPU
+(FlashAttention-3 on Hopper with vLLM installed; PagedAttention v2 where only vLLM's op library
+of <= 0.24 is; autograder/baselines/vllm_kernels.py), same GPU; PagedAttention v2 is timed
+beside FlashAttention where both are present. Both run in workers (the student's in its
 sandbox, vLLM's in a trusted process of its own) and are timed by timing.compare_loops in this
 process: back-to-back calls in one CUDA graph, fresh queries written on this process's clock,
 cache copies rotated so no call finds its KV in L2, every call's output copied out when the clock
@@ -72,20 +74,32 @@ def _attention_speed(pa, grade, lens_fn, dtype):
     n = pb.calls_per_run(case.kv_bytes)
     copies = pb.cache_copies(case.key_cache)
     with client.trusted_worker() as bw:
-        base = bw.import_module("autograder.baselines").get("vllm.paged_attention")
+        registry = bw.import_module("autograder.baselines")
+        base = registry.get("vllm.paged_attention")
         if not base.available:
             pytest.skip(f"not graded here: {base.reason}")
-        sides = {name: pb.SharedCase(case, n, copies) for name in ("student", "vllm")}
+        # the paper's kernel, timed beside what vLLM runs where both are installed (not graded)
+        beside = registry.get("vllm.paged_attention_v2")
+        primary = base.description  # e.g. "vLLM 0.26.0 FLASH_ATTN (FlashAttention-3)": the report names it
+        names = ["student", primary] + (["paged_attention_v2"] if beside.available and "FLASH_ATTN" in primary
+                                        else [])
+        sides = {name: pb.SharedCase(case, n, copies) for name in names}
         vk = bw.import_module("autograder.baselines.vllm_kernels")
-        v = sides["vllm"]
+
+        def baseline_loop(name, impl):
+            v = sides[name]
+            return v.loop(vk.InLoop(impl, list(v.key_caches), list(v.value_caches)), lambda c, i: (
+                (c.query[i], i % copies, c.block_tables, c.seq_lens, case.scale, case.max_seq_len, c.out[i]), {}))
+
         loops = {
             "student": sides["student"].loop(pa.kernels.paged_attention, lambda c, i: (
                 (c.query[i], c.key_caches[i % copies], c.value_caches[i % copies], c.block_tables, c.seq_lens,
                  case.scale, case.max_seq_len), {"out": c.out[i]})),
-            "vllm": v.loop(vk.InLoop(base.impl, list(v.key_caches), list(v.value_caches)), lambda c, i: (
-                (c.query[i], i % copies, c.block_tables, c.seq_lens, case.scale, case.max_seq_len, c.out[i]), {})),
+            primary: baseline_loop(primary, base.impl),
         }
-        calibrate = timing.Loop(loops["vllm"].fn, [], loops["vllm"].write, loops["vllm"].outputs)
+        if "paged_attention_v2" in sides:
+            loops["paged_attention_v2"] = baseline_loop("paged_attention_v2", beside.impl)
+        calibrate = timing.Loop(loops[primary].fn, [], loops[primary].write, loops[primary].outputs)
         check_gen = torch.Generator().manual_seed(secret_seed())
 
         def fresh(trial):  # the queries of every call of one run, drawn here, written on the clock
@@ -108,13 +122,17 @@ def _attention_speed(pa, grade, lens_fn, dtype):
             assert_close(out[calls_idx, seq_idx], reference(rows, torch.float32), dtype=dtype,
                          what=f"{name}: timed outputs (sampled calls and sequences)")
 
-        cmp = timing.compare_loops(loops, fresh, check, student="student", baseline="vllm", calibrate=calibrate,
+        cmp = timing.compare_loops(loops, fresh, check, student="student", baseline=primary, calibrate=calibrate,
                                    min_trials=8, max_trials=30, budget_s=30)
-        description = base.description
+        description = primary
     gbps = case.kv_bytes / (cmp.timings["student"].median_ms * 1e-3) / 1e9
     grade.extra.update(kv_bytes=case.kv_bytes, calls_per_run=n, cache_copies=copies, student_gbps=gbps,
                        baseline=description)
-    timing.record(grade, cmp, "paged_attention", "vs_vllm_paged_attention")
+    if "paged_attention_v2" in cmp.timings:
+        grade.extra["vs_paged_attention_v2"] = cmp.timings["paged_attention_v2"].median_ms / cmp.timings["student"].median_ms
+    # the thresholds depend on which kernel vLLM runs here (grading.toml says why)
+    key = "vs_flash_attention" if "FLASH_ATTN" in description else "vs_paged_attention_v2"
+    timing.record(grade, cmp, "paged_attention", key)
     print(cmp.describe(), f"student {gbps:.0f} GB/s of KV")
 
 
@@ -158,16 +176,17 @@ def test_speed_vs_vllm_reshape_and_cache(pa, grade, num_tokens):
         def write(t):
             return lambda slots: t["slots"].copy_(slots)
 
-        def calls(t, with_out):
+        def calls(t):
             return [((t["key"][i], t["value"][i], t["kc"], t["vc"], t["slots"][i]), {}) for i in range(n)]
 
+        primary = base.description
         loops = {
-            "student": timing.Loop(pa.kernels.reshape_and_cache, calls(sides["student"], False),
+            "student": timing.Loop(pa.kernels.reshape_and_cache, calls(sides["student"]),
                                    write(sides["student"]), [sides["student"]["kc"], sides["student"]["vc"]]),
-            "vllm": timing.Loop(base.impl, calls(sides["vllm"], False), write(sides["vllm"]),
-                                [sides["vllm"]["kc"], sides["vllm"]["vc"]]),
+            primary: timing.Loop(base.impl, calls(sides["vllm"]), write(sides["vllm"]),
+                                 [sides["vllm"]["kc"], sides["vllm"]["vc"]]),
         }
-        calibrate = timing.Loop(base.impl, [], loops["vllm"].write, loops["vllm"].outputs)
+        calibrate = timing.Loop(base.impl, [], loops[primary].write, loops[primary].outputs)
 
         def fresh(trial):  # a fresh permutation of the slots: every call its own
             return torch.randperm(num_blocks * BLOCK_SIZE, generator=gen, device="cuda")[:n * num_tokens].view(n, -1)
@@ -184,7 +203,7 @@ def test_speed_vs_vllm_reshape_and_cache(pa, grade, num_tokens):
                     raise AssertionError(f"{name}: after a timed run, slot {int(bad[0])} of the cache does not hold "
                                          f"what the run's calls wrote there ({int(bad.numel())} slots differ)")
 
-        cmp = timing.compare_loops(loops, fresh, check, student="student", baseline="vllm", calibrate=calibrate,
+        cmp = timing.compare_loops(loops, fresh, check, student="student", baseline=primary, calibrate=calibrate,
                                    min_trials=10, max_trials=40, budget_s=20)
     grade.extra.update(calls_per_run=n)
     timing.record(grade, cmp, "paged_attention", "vs_vllm_reshape_and_cache")
