@@ -597,24 +597,40 @@ class trusted_worker:
     def __enter__(self) -> "Connection":
         from .. import REPO_ROOT
 
+        import tempfile
+
         mine, theirs = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGRADER_")}
         env["PYTHONUNBUFFERED"] = "1"
+        self.log = tempfile.TemporaryFile()  # a baseline's error output, for its "baseline error" reason
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("protocol.py")), "trusted",
                                       str(theirs.fileno()), "", str(REPO_ROOT)], pass_fds=[theirs.fileno()], env=env,
-                                     cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, start_new_session=True)
+                                     cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         theirs.close()
         self.conn = Connection(mine, None)
         self.conn.pid = self.proc.pid
+        self.conn.log_tail = self.log_tail
         self.conn.deadline = None if _deadline is None else max(_deadline, time.monotonic() + 120)
         return self.conn
 
+    def log_tail(self, n: int = 1500) -> str:
+        """The last lines the baseline's process printed (its errors), on one line."""
+        self.log.seek(0, os.SEEK_END)
+        self.log.seek(max(0, self.log.tell() - 20 * n))
+        lines = [ln for ln in self.log.read().decode(errors="replace").splitlines()
+                 if ln.strip() and "Warning" not in ln and "warn(" not in ln]
+        return " | ".join(lines[-12:])[-n:]
+
     def __exit__(self, *exc) -> None:
+        children = descendants(self.proc.pid)  # vLLM's engine-core process, say: found while it has a parent
         self.conn.close()
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            kill_all([self.proc.pid])
+            pass
+        kill_all([self.proc.pid, *children])
+        self.log.close()
 
 
 _sandbox: Sandbox | None = None

@@ -118,6 +118,15 @@ def run_generate(eng, llm, reqs: list[Request]) -> RunResult:
     return RunResult(seconds, [list(t) for t in tokens])
 
 
+def run_vllm(vo, reqs: list[Request]) -> RunResult:
+    """vLLM's LLM.generate on the workload, in its trusted worker (baselines.engines.VllmOffline),
+    on this process's clock like run_generate."""
+    prompts, lens = [r.prompt for r in reqs], [r.output_len for r in reqs]
+    t0 = time.perf_counter()
+    outs = vo.generate(prompts, lens)
+    return RunResult(time.perf_counter() - t0, outs)
+
+
 def hf_model():
     from transformers import AutoModelForCausalLM
 
