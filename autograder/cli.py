@@ -74,6 +74,14 @@ def cmd_grade(args) -> int:
         report.write_all(rep, out)
     print(report.terminal(rep, verbose=not args.brief))
     print(f"\nresults: {out}/results.json (Gradescope), junit.xml, summary.md, grade.json; logs in {out}/logs/")
+    broken = [r for r in results if r.error.startswith(runner.NOT_COLLECTED)]
+    if broken:  # the suites import no submission code: this is the grading environment, not the work graded
+        for r in broken:
+            print(f"error: {r.name}: {r.error}", file=sys.stderr)
+        print("error: these grades are not valid: the grader could not load its own tests. Run it with the "
+              "course's environment (`make setup`, then `.venv/bin/python -m autograder ...` or `make grade`).",
+              file=sys.stderr)
+        return 3
     return 0
 
 

@@ -417,7 +417,7 @@ class AssignmentRun:
             self.result.notes.append(f"restarted after: {restart_for}")
             return False, True
         if not self.order:
-            self.result.error = "the graded suite could not be collected: " + _last_lines(text)
+            self.result.error = NOT_COLLECTED + _last_lines(text)
             return True, False
         reason = crash_reason(proc.returncode, text, killed_for)
         victim = current if current in self.tests and current not in self.done else None
@@ -513,6 +513,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _last_lines(text: str, n: int = 3) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return " | ".join(lines[-n:])[:400]
+
+
+NOT_COLLECTED = "the graded suite could not be collected: "  # the grader's environment, never the submission
 
 
 def collect(name: str, keyword: str | None = None) -> list[dict]:

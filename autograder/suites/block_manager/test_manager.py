@@ -115,8 +115,15 @@ def test_fork_copy_on_write(bm, prompt_len):
 def test_watermark_and_out_of_blocks(bm):
     """allocate() keeps the watermark free and changes nothing when refused; append_slots may use it."""
     m = bm.kv_cache_manager.KVCacheManager(10, BS, enable_prefix_caching=False, watermark=0.2)  # 2 blocks reserve
-    assert m.can_allocate(8) and not m.can_allocate(9)
-    assert m.allocate("a", list(range(8 * BS + 1))) is None and m.get_num_free_blocks() == 10 and "a" not in m.seqs
-    assert m.allocate("a", list(range(8 * BS))) is not None
+    assert m.can_allocate(8) and not m.can_allocate(9), (
+        f"10 free blocks, watermark 0.2 (2 kept free for running sequences): can_allocate(8) is {m.can_allocate(8)}, "
+        f"can_allocate(9) is {m.can_allocate(9)}; expected True, False (a new request may not dig into the watermark)")
+    refused = m.allocate("a", list(range(8 * BS + 1)))
+    assert refused is None and m.get_num_free_blocks() == 10 and "a" not in m.seqs, (
+        "a prompt of 9 blocks with 8 usable: allocate() must return None and change nothing (got "
+        f"{'an allocation' if refused is not None else 'None'}, {m.get_num_free_blocks()} free blocks)")
+    assert m.allocate("a", list(range(8 * BS))) is not None, "a prompt of exactly the 8 usable blocks must be admitted"
     assert m.append_slots("a", [1] * (2 * BS)) is not None, "running sequences may use the watermark"
-    assert m.get_num_free_blocks() == 0 and m.append_slots("a", [1]) is None and m.num_tokens("a") == 10 * BS
+    assert m.get_num_free_blocks() == 0, f"all 10 blocks in use: {m.get_num_free_blocks()} free, expected 0"
+    assert m.append_slots("a", [1]) is None and m.num_tokens("a") == 10 * BS, \
+        "out of blocks, append_slots() must return None and leave the sequence's length unchanged (the scheduler preempts)"

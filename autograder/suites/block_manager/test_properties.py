@@ -59,7 +59,9 @@ class ManagerMachine(RuleBasedStateMachine):
         if alloc is None:
             del self.tokens[seq]
             return
-        assert alloc.num_computed_tokens % BS == 0 and alloc.num_computed_tokens < length
+        assert alloc.num_computed_tokens % BS == 0 and alloc.num_computed_tokens < length, (
+            f"a prompt of {length} tokens was admitted with num_computed_tokens={alloc.num_computed_tokens}: a prefix hit "
+            f"covers whole blocks only (a multiple of {BS}), and the last prompt token is always computed")
         self._write(seq, alloc.num_computed_tokens, alloc.slot_mapping)
 
     @precondition(lambda self: self.tokens)

@@ -3,25 +3,28 @@
 Each test runs the student's ZeroEngine on world_size spawned processes (gloo), each rank on
 its own micro-batch, for 3 steps, and compares the gathered fp32 parameters with
 torch.optim.AdamW on the concatenated global batch in one process. In fp32 the two differ
-only by the order of the additions in the gradient mean: at most 1e-6.
+only by the order of the additions in the gradient mean; how far that can move the parameters
+depends on the draw (Adam amplifies the rounding of gradients that cancel to about eps), so the
+tolerance is measured on it: zero_common.reorder_atol, typically 1e-7 to 1e-6. A wrong engine
+is off by about lr = 2e-3 (a missing average, a skipped step) or lr * weight_decay * |param|.
 """
 import pytest
 import torch
 
-from zero_common import RunSpec, assert_params_close, build_model, reference_params, run_ranks
-
-FP32_ATOL = 1e-6  # max |difference| of any parameter after 3 steps (lr 2e-3)
+from zero_common import RunSpec, assert_params_close, build_model, reference_params, reorder_atol, run_ranks
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("world_size", [2, 3])
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_matches_single_process_adamw(zero, seed, stage, world_size):
-    """fp32, 3 steps: parameters equal single-process AdamW on the global batch (max |diff| <= 1e-6)."""
+    """fp32, 3 steps: parameters equal single-process AdamW on the global batch (up to the
+    reordering of fp32 additions, measured on the draw)."""
     spec = RunSpec(seed=seed, stage=stage, world_size=world_size)
     out = run_ranks("train_zero", world_size, spec)
-    assert_params_close(out[0]["params"], reference_params(spec), f"stage {stage}, {world_size} ranks, after 3 steps",
-                        atol=FP32_ATOL)
+    want = reference_params(spec)
+    assert_params_close(out[0]["params"], want, f"stage {stage}, {world_size} ranks, after 3 steps",
+                        atol=reorder_atol(spec, want))
     for r, o in enumerate(out[1:], 1):
         assert o["losses"] != out[0]["losses"] or world_size == 1, \
             f"rank {r} reported the same losses as rank 0: every rank must train on its own micro-batch"
@@ -33,7 +36,8 @@ def test_stage3_prefetch(zero, seed):
     same parameters as without it."""
     spec = RunSpec(seed=seed, stage=3, world_size=3, steps=4, prefetch=True)
     out = run_ranks("train_zero", 3, spec)
-    assert_params_close(out[0]["params"], reference_params(spec), "stage 3 with prefetch, after 4 steps", atol=FP32_ATOL)
+    want = reference_params(spec)
+    assert_params_close(out[0]["params"], want, "stage 3 with prefetch, after 4 steps", atol=reorder_atol(spec, want))
 
 
 @pytest.mark.points(2)

@@ -121,17 +121,38 @@ def batch(spec: RunSpec, step: int, rank: int | None = None):
     return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
 
 
-def reference_params(spec: RunSpec) -> dict[str, torch.Tensor]:
-    """Single process, fp32, torch.optim.AdamW on the concatenated global batch."""
+def reference_params(spec: RunSpec, per_rank: bool = False) -> dict[str, torch.Tensor]:
+    """Single process, fp32, torch.optim.AdamW on the concatenated global batch; with per_rank,
+    the same gradient summed from each rank's micro-batch in rank order (another legal order of
+    the same additions, which is what a ZeRO engine computes)."""
     model = build_model(spec.gpt, spec.seed, torch.float64 if spec.dtype == "float64" else torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, eps=spec.eps,
                             weight_decay=spec.weight_decay, foreach=False)
     for s in range(spec.steps):
-        ids, tgt = batch(spec, s)
-        model(ids, tgt).backward()
+        if per_rank:
+            for r in range(spec.world_size):
+                ids, tgt = batch(spec, s, r)
+                (model(ids, tgt) / spec.world_size).backward()
+        else:
+            ids, tgt = batch(spec, s)
+            model(ids, tgt).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return {n: p.detach().float().clone() for n, p in model.named_parameters()}
+
+
+def reorder_atol(spec: RunSpec, want: dict[str, torch.Tensor]) -> float:
+    """How far two correct fp32 runs may end apart when they add the same gradient terms in other
+    orders (ranks, reduce-scatter rings, batch splits). A gradient's rounding error is a few ulps
+    of the sum of |terms|; Adam divides it by sqrt(v) + eps, so where a gradient cancels to about
+    eps (1e-5) that error is amplified about 1/(4 eps) times, and it compounds over the steps. How
+    much this draw amplifies it is measured, not guessed: the reference computed in two orders
+    (global batch; per rank, summed), times 8 for the orders a ring adds on top; never below 4
+    ulps of the largest parameter (each step may round a parameter differently)."""
+    other = reference_params(spec, per_rank=True)
+    spread = max(float((want[n] - other[n]).abs().max()) for n in want)
+    largest = max(float(p.abs().max()) for p in want.values())
+    return max(8 * spread, 4 * largest * 2.0 ** -23)
 
 
 def zero_config(zero, spec: RunSpec):
