@@ -24,8 +24,9 @@ nothing of DIR, of SUBMISSIONS_DIR or of the other jobs. Around the jobs, grade-
   neither signal another job's nor read its staged copy. When the jobs are done, whatever they
   left running is killed (grade-all is their subreaper) before the gradebook is written.
 * The machine shared fairly: each job gets its share of the host-memory limit, and on a GPU machine
-  a GPU of its own (CUDA_VISIBLE_DEVICES), so at most one job per GPU: speed is graded as a ratio,
-  which a second job on the same GPU would corrupt.
+  GPUs of its own (CUDA_VISIBLE_DEVICES: one each, or --gpus-per-job N), so no GPU runs two jobs:
+  speed is graded as a ratio, which a second job on the same GPU would corrupt. ZeRO's multi-GPU
+  tests need 2 GPUs; with one per job they are "not graded here", with --gpus-per-job 2 they run.
 """
 from __future__ import annotations
 
@@ -424,7 +425,8 @@ def _row(s: str, names: list[str], rep: dict) -> list:
     return [s, *scores, round(total, 4), gmax, ung, " ".join(ratios), "graded", "; ".join(sorted(isolation))]
 
 
-def grade_all(folder: Path, out: Path, assignments: list[str], jobs: int, fresh: bool, keyword: str | None) -> int:
+def grade_all(folder: Path, out: Path, assignments: list[str], jobs: int, fresh: bool, keyword: str | None,
+              gpus_per_job: int = 1) -> int:
     folder, out = Path(folder).resolve(), Path(out).resolve()  # the jobs run in the repository
     subs = submissions(folder)
     if not subs:
@@ -443,15 +445,16 @@ def grade_all(folder: Path, out: Path, assignments: list[str], jobs: int, fresh:
     for w in ledger.warnings:
         print(f"warning: {w}")
     jobs = max(1, min(jobs, len(todo) or 1))
-    gpus = visible_gpus()
+    gpus = gpu_slots(visible_gpus(), gpus_per_job)
     if gpus and jobs > len(gpus):
-        print(f"{len(gpus)} GPU(s): grading {len(gpus)} at a time, not {jobs} (a speed grade needs a GPU to itself)")
+        print(f"{len(gpus)} GPU slot(s) of {gpus_per_job}: grading {len(gpus)} at a time, not {jobs} (a speed grade "
+              "needs its GPUs to itself)")
         jobs = len(gpus)
     from .runner import host_memory_limit
 
     memory_gb = host_memory_limit() / 2**30 / jobs
     print(f"{len(subs)} submissions, {len(subs) - len(todo)} already graded, {len(todo)} to grade with {jobs} at a time"
-          f" ({memory_gb:.1f} GB of RAM each{', one GPU each' if gpus else ''})")
+          f" ({memory_gb:.1f} GB of RAM each{f', GPUs {gpus_per_job} each' if gpus else ''})")
     for line in regrades:
         print(line)
     if todo:
@@ -531,6 +534,18 @@ def _grade_jobs(todo: dict[str, Path], out: Path, ledger: Ledger, assignments: l
         if left:
             print(f"killed {left} process(es) the jobs left running")
         shutil.rmtree(job_root, ignore_errors=True)
+
+
+def gpu_slots(gpus: list[str], per_job: int) -> list[str]:
+    """The GPUs in groups of per_job, as CUDA_VISIBLE_DEVICES values ("0,1", "2,3"): a job's
+    tests see only its own. One GPU each by default; ZeRO's multi-GPU tests need 2 (with fewer
+    they are "not graded here"), so a class graded for them runs with --gpus-per-job 2."""
+    per_job = max(1, per_job)
+    if gpus and len(gpus) < per_job:
+        print(f"warning: --gpus-per-job {per_job} but this machine has {len(gpus)} GPU(s): one job at a time, "
+              "with all of them")
+        return [",".join(gpus)]
+    return [",".join(gpus[i:i + per_job]) for i in range(0, len(gpus) - per_job + 1, per_job)]
 
 
 def visible_gpus() -> list[str]:

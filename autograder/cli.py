@@ -117,7 +117,8 @@ def cmd_bench(args) -> int:
 def cmd_grade_all(args) -> int:
     from . import classroom
 
-    return classroom.grade_all(Path(args.submissions), Path(args.out), args.assignments, args.jobs, args.fresh, args.k)
+    return classroom.grade_all(Path(args.submissions), Path(args.out), args.assignments, args.jobs, args.fresh, args.k,
+                               gpus_per_job=args.gpus_per_job)
 
 
 def cmd_gradescope(args) -> int:
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default=str(REPO_ROOT / "class-results"))
     s.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="submissions graded at once (on a GPU machine at most one per GPU: each job gets its own)")
+    s.add_argument("--gpus-per-job", type=int, default=1,
+                   help="GPUs each job gets (default 1; 2 grades ZeRO's multi-GPU tier, with half as many jobs at once)")
     s.add_argument("--fresh", action="store_true", help="regrade students already graded")
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
     s.set_defaults(fn=cmd_grade_all)

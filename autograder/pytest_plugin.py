@@ -102,6 +102,7 @@ def pytest_configure(config):
         _GUARDED.update(_guarded())
     config.addinivalue_line("markers", "points(n): points this graded test is worth")
     config.addinivalue_line("markers", "gpu: needs CUDA")
+    config.addinivalue_line("markers", "gpus(n): needs n GPUs (a multi-GPU tier)")
     config.addinivalue_line("markers", "speed: GPU speed test graded as a ratio")
 
 
@@ -119,6 +120,17 @@ def pytest_collection_modifyitems(session, config, items):
     for item in items:
         if tier_of(item) != "correctness" and not HAS_CUDA:
             item.add_marker(pytest.mark.skip(reason=f"{NOT_GRADED_PREFIX} (no GPU)"))
+            continue
+        gpus = item.get_closest_marker("gpus")
+        if gpus and gpus.args and _gpu_count() < gpus.args[0]:
+            item.add_marker(pytest.mark.skip(reason=f"{NOT_GRADED_PREFIX} (needs {gpus.args[0]} GPUs, this run has "
+                                                    f"{_gpu_count()}; grade-all: --gpus-per-job {gpus.args[0]})"))
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if HAS_CUDA else 0
 
 
 def _name(item) -> str:

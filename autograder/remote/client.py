@@ -156,6 +156,9 @@ def worker_env() -> dict:
     keep = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
             "TRITON_INTERPRET", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NVIDIA_VISIBLE_DEVICES")
     env = {k: os.environ[k] for k in keep if k in os.environ}
+    # NCCL's and NVSHMEM's settings pass through: a machine may turn features off for a reason
+    # (NVLink multicast, NCCL_NVLS_ENABLE=0, can take a shared host's GPUs down), and ranks obey them
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_"))})
     from llmsys.models import cache_dir
 
     from llmsys import DATA_DIR
@@ -635,6 +638,7 @@ class trusted_worker:
 
 _sandbox: Sandbox | None = None
 _current: Connection | None = None
+_more: list[Connection] = []  # the test's other workers (ZeRO's ranks), closed with it
 _submission: Path | None = None
 _deadline: float | None = None
 
@@ -686,11 +690,32 @@ def current() -> Connection:
     return _current
 
 
+def more_workers(n: int) -> list[Connection]:
+    """n more workers for the running test, forked from the suite's sandbox, so that they share
+    its loopback network, /dev/shm and GPUs (ZeRO's ranks talk to each other through them)."""
+    current()
+    started = time.monotonic()
+    conns = [_sandbox.fork() for _ in range(n)]
+    for c in conns:
+        c.deadline = None if _deadline is None else _deadline + (time.monotonic() - started)
+    _more.extend(conns)
+    return conns
+
+
+def sandbox() -> Sandbox:
+    """The running test's sandbox (for the meters that look at its processes from outside)."""
+    current()
+    return _sandbox
+
+
 def end_test() -> str | None:
     """Close the test's worker and clear the sandbox of what it left. A worker that died or hung
     takes the sandbox with it (the next test starts a fresh one). Returns why, if it had to."""
     global _current, _sandbox
     why = None
+    for c in _more:
+        c.close()
+    _more.clear()
     if _current is not None:
         why = _current.dead if _current.dead not in (None, "closed") else None
         _current.close()

@@ -376,11 +376,24 @@ def test_one_broken_assignment_leaves_the_others_graded(tmp_path):
     assert [t["status"] for t in bm["tests"]] == ["passed", "passed"], "block_manager must be graded as if nothing happened"
 
 
-# ============================================================================ legacy in-process guards (zero)
+# ============================================================================ ZeRO's ranks
 
-def test_zero_ranks_have_the_same_guards(submission):
-    """ZeRO still runs in-process (its ranks are processes the suite spawns): importing DeepSpeed
-    there is refused by the legacy guards, and the rank's error is the test's reason."""
+def test_zero_ranks_are_sandboxed_and_measured_from_outside(tmp_path):
+    """ZeRO's ranks are workers in the sandbox: an engine that keeps a hidden fp32 copy of the model
+    and blinds the in-process meters of old (gc, torch.distributed's wrappers) is measured from
+    outside (resident memory of each rank) and loses every memory test; its training is still
+    right, so the stage tests pass; the grader cannot be imported from a rank."""
+    sub = build(tmp_path / "submission", "solutions", {"zero/engine.py": ["forge_zero_meters"]})
+    result = run_assignment("zero", sub, keyword="memory_per_rank or (single_process_adamw and 1-2)")
+    tests = by_name(result)
+    assert tests["test_matches_single_process_adamw[1-2]"].status == "passed", tests["test_matches_single_process_adamw[1-2]"].reason
+    for stage in range(4):
+        t = tests[f"test_memory_per_rank[{stage}]"]
+        assert t.status == "failed" and "more after backward" in t.reason, t.reason
+
+
+def test_zero_ranks_cannot_import_deepspeed(submission):
+    """DeepSpeed is the baseline: a rank that imports it fails its test with the rule's reason."""
     sub = submission({"zero/engine.py": [("    def step(self) -> None:\n",
                                           "    def step(self) -> None:\n        import deepspeed  # noqa: F401\n")]})
     result = run_assignment("zero", sub, keyword="test_matches_single_process_adamw and 1-2")

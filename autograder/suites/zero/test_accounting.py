@@ -1,24 +1,31 @@
 """Memory per rank against the ZeRO paper's formulas, and bytes sent per step against its
-communication analysis. Both measured by the grader: memory by a census of every tensor in
-the rank's process (after a backward, when gradients are held), traffic by counting what
-passes through torch.distributed. The engine's own reports must agree with the measurement.
+communication analysis, both measured from outside the ranks (autograder/fixtures/ranks.py):
+memory as each rank's resident memory after a backward (when gradients are held) over what it
+held before the engine existed; traffic as the bytes through the sandbox's own loopback, all
+ranks together. The engine's own reports (memory(), its Comm's byte count) must agree.
 
 Mixed-precision Adam, K = 12, Psi parameters, N = 3 ranks (bf16):
     stage 0: (2 + 2 + K) Psi     stage 1: 2 Psi + 2 Psi + K Psi / N
     stage 2: 2 Psi + (2 + K) Psi / N                  stage 3: (2 + 2 + K) Psi / N
 Traffic per rank per step (ring): stages 0-2: 2 (N-1)/N x 2 Psi bytes; stage 3: 1.5x that.
+The model has 30M parameters, so that a rank's state (160 to 480 MB) dwarfs what the Python
+runtime and the allocator move around (measured within 4 MB per rank after the warm-up).
 """
 import functools
 import random
 
 import pytest
 
-from zero_common import RunSpec, num_params, paper_bytes, paper_comm, run_ranks
+from autograder.fixtures.ranks import SandboxRanks
+from autograder.fixtures.zero import RING_PASSES, RunSpec, measure_zero, paper_bytes, paper_collectives, paper_comm
+from llmsys.training import GPTConfig, num_params
 
 WORLD = 3
-MEMORY_TOLERANCE = 0.05   # census within 5% of the paper's formula
-REPORT_TOLERANCE = 0.02   # the engine's memory() and byte counter within 2% of the grader's measurement
-COMM_TOLERANCE = 0.05
+MODEL = dict(d_model=645, n_heads=5, n_layers=6, max_len=16)  # 30M parameters; odd sizes pad on 3 ranks
+MEMORY_TOLERANCE = 0.05      # resident memory within 5% of the paper's formula ...
+MEMORY_SLACK = 8_000_000     # ... plus 8 MB: the runtime's own, twice the most measured
+REPORT_TOLERANCE = 0.02      # the engine's Comm byte count within 2% of the paper's volume
+COMM_TOLERANCE = 0.05        # loopback bytes within 5% of the paper's schedule at this backend's cost
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,48 +33,75 @@ def _run(stage: int) -> dict:
     """One run per stage, shared by the memory and the traffic test (a fresh seed per grading run)."""
     seed = random.SystemRandom().randrange(2**20)
     print(f"stage {stage} run seed: {seed}")
-    spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, steps=2, dtype="bfloat16")
-    return dict(ranks=run_ranks("train_zero", WORLD, spec), psi=num_params(spec.gpt))
+    spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, steps=2, dtype="bfloat16", model=MODEL)
+    with SandboxRanks(WORLD) as ranks:
+        out = measure_zero(ranks, spec, warm_seed=seed + 1)
+    return dict(out, psi=num_params(GPTConfig(**MODEL)))
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_memory_per_rank(zero, stage):
-    """Every rank's tensor memory after backward is the paper's formula (within 5%), and the
-    engine's memory() breakdown (params, grads, optimizer states) agrees with it."""
+    """Every rank's resident memory after backward is the paper's formula (within 5% + 8 MB), and
+    the engine's memory() breakdown (params, grads, optimizer states) agrees with it."""
     run = _run(stage)
     psi = run["psi"]
     want = paper_bytes(stage, psi, WORLD)
-    for rank, r in enumerate(run["ranks"]):
-        census = r["census"]
-        assert abs(census - want["total"]) <= MEMORY_TOLERANCE * want["total"], (
-            f"stage {stage}, rank {rank}: holds {census / 1e3:.1f} kB of tensors after backward; the paper's formula "
-            f"gives {want['total'] / 1e3:.1f} kB (params {want['params'] / 1e3:.1f}, grads {want['grads'] / 1e3:.1f}, "
-            f"optimizer {want['optimizer_states'] / 1e3:.1f}) for {psi} parameters on {WORLD} ranks: "
-            "is some state kept whole that this stage partitions, or a copy kept alive?")
-        rep = r["report"]
+    slack = MEMORY_TOLERANCE * want["total"] + MEMORY_SLACK
+    print(f"stage {stage}: ranks hold {[round(m / 1e6, 1) for m in run['census']]} MB, the formula "
+          f"{want['total'] / 1e6:.1f} MB (tolerance {slack / 1e6:.1f} MB)")
+    assert not run["strays"], (
+        f"stage {stage}: the ranks started other processes ({len(run['strays'])}); a rank's state must live in the "
+        "rank, where its memory is measured")
+    if run["scratch"] is not None:
+        assert run["scratch"] <= MEMORY_SLACK, (
+            f"stage {stage}: the ranks wrote {run['scratch'] / 1e6:.1f} MB to files (/tmp, /dev/shm) during the run; "
+            "the model states must stay in memory (offloading them is ZeRO-Offload, another design)")
+    for rank, (measured, rep) in enumerate(zip(run["census"], run["reports"])):
+        assert abs(measured - want["total"]) <= slack, (
+            f"stage {stage}, rank {rank}: holds {measured / 1e6:.1f} MB more after backward than before the engine "
+            f"was made; the paper's formula gives {want['total'] / 1e6:.1f} MB (params {want['params'] / 1e6:.1f}, "
+            f"grads {want['grads'] / 1e6:.1f}, optimizer {want['optimizer_states'] / 1e6:.1f}) for {psi:,} parameters "
+            f"on {WORLD} ranks (tolerance {slack / 1e6:.1f} MB): "
+            + ("is some state kept whole that this stage partitions, or a copy kept alive (the fp32 model, a "
+               "gathered buffer, a gradient)?" if measured > want["total"] else
+               "is some state missing (the fp32 master, Adam's moments), or kept in the wrong precision?"))
         for part in ("params", "grads", "optimizer_states"):
             assert abs(rep[part] - want[part]) <= MEMORY_TOLERANCE * want["total"], (
-                f"stage {stage}, rank {rank}: memory().{part} = {rep[part] / 1e3:.1f} kB, the formula gives "
-                f"{want[part] / 1e3:.1f} kB")
+                f"stage {stage}, rank {rank}: memory().{part} = {rep[part] / 1e6:.2f} MB, the formula gives "
+                f"{want[part] / 1e6:.2f} MB")
         total = sum(rep.values())
-        assert abs(total - census) <= REPORT_TOLERANCE * census, (
-            f"stage {stage}, rank {rank}: memory() reports {total / 1e3:.1f} kB but the rank holds {census / 1e3:.1f} kB")
+        assert abs(total - measured) <= slack, (
+            f"stage {stage}, rank {rank}: memory() reports {total / 1e6:.1f} MB but the rank holds "
+            f"{measured / 1e6:.1f} MB")
 
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_communication_per_step(zero, stage):
-    """Bytes each rank sends per step, as the grader counts them at torch.distributed, are the
-    paper's (within 5%): stage 3 sends 1.5x data parallelism; the engine's own counter agrees."""
+    """Bytes the ranks send per step through the sandbox's loopback are the paper's schedule at this
+    backend's cost per collective (within 5%): stage 3 all-gathers the parameters twice; the
+    engine's own Comm counts the paper's volume (within 2%)."""
     run = _run(stage)
-    want = paper_comm(stage, 2 * run["psi"], WORLD)
-    for rank, r in enumerate(run["ranks"]):
-        got = r["comm_total"]
-        assert abs(got - want) <= COMM_TOLERANCE * want, (
-            f"stage {stage}, rank {rank}: sent {got / 1e3:.1f} kB per step ({r['comm']}), the paper's analysis gives "
-            f"{want / 1e3:.1f} kB ({'3' if stage == 3 else '2'} x (N-1)/N x the bf16 parameters)")
-        mine = r["engine_comm_total"]
-        assert abs(mine - got) <= REPORT_TOLERANCE * got, (
-            f"stage {stage}, rank {rank}: the engine's Comm counted {mine / 1e3:.1f} kB per step, the grader measured "
-            f"{got / 1e3:.1f} kB at torch.distributed")
+    n, psi_bytes = WORLD, 2 * run["psi"]
+    paper = paper_comm(stage, psi_bytes, n)
+    for rank, mine in enumerate(run["engine_comm_per_step"]):
+        assert abs(mine - paper) <= REPORT_TOLERANCE * paper, (
+            f"stage {stage}, rank {rank}: the engine's Comm counted {mine / 1e6:.2f} MB per step; the paper's "
+            f"analysis gives {paper / 1e6:.2f} MB ({'3' if stage == 3 else '2'} x (N-1)/N x the bf16 parameters)")
+    if run["wire_per_step"] is None:
+        pytest.skip("not graded here: the ranks' traffic is counted on the sandbox's own loopback, and this "
+                    "machine's isolation gives the worker no network namespace of its own (docs/grading.md)")
+    cost = run["wire_per_pass"]  # loopback bytes per ring byte, per collective (gloo: reduce_scatter costs 2)
+    schedule = paper_collectives(stage)
+    want = sum(k * RING_PASSES[op] * cost[op] for op, k in schedule.items()) * n * psi_bytes * (n - 1) / n
+    got = run["wire_per_step"]
+    print(f"stage {stage}: {got / 1e6:.2f} MB per step on the loopback, expected {want / 1e6:.2f} MB; {cost}")
+    plan = " + ".join(f"{k} x {op}" for op, k in schedule.items())
+    assert abs(got - want) <= COMM_TOLERANCE * want, (
+        f"stage {stage}: the {n} ranks sent {got / 1e6:.1f} MB per step through the loopback; the paper's schedule "
+        f"({plan} over the bf16 parameters) costs {want / 1e6:.1f} MB on this backend (measured per collective: "
+        + ", ".join(f"{op} {c:.2f}x the ring's bytes" for op, c in cost.items()) + "). "
+        + ("More: a collective the stage does not need, or one over more than the parameters?" if got > want else
+           "Less: a collective missing (stage 3 gathers the parameters again in backward)?"))
+

@@ -4,7 +4,7 @@ import torch
 
 from autograder.checks import assert_close
 
-from zero_common import run_ranks
+from autograder.fixtures.ranks import SandboxRanks
 
 
 @pytest.mark.points(1)
@@ -25,10 +25,17 @@ def test_ring_bytes(zero):
 def test_mean_reductions(zero, rng, world_size):
     """reduce_scatter_mean gives each rank its slice of the mean over ranks; all_reduce_mean_ the
     whole mean (gradients are averaged: summing multiplies the learning signal by W)."""
-    seed = int(torch.randint(0, 2**20, (1,), generator=rng))
-    out = run_ranks("reduce_scatter_check", world_size, (seed, 5))
-    for rank, r in enumerate(out):
-        want = r["expected"]
-        assert_close(r["shard"], want[rank * 5:(rank + 1) * 5], what=f"rank {rank}: reduce_scatter_mean's shard",
+    n = 5
+    per_rank = torch.randn(world_size, n * world_size, generator=rng, dtype=torch.float64).float()
+    want = per_rank.double().mean(0).float()
+    shards = [torch.full((n,), float("nan")) for _ in range(world_size)]
+    fulls = [per_rank[r].clone() for r in range(world_size)]
+    with SandboxRanks(world_size) as ranks:
+        comm = ranks.imports("zero.comm")
+        comms = ranks.map(lambda r: comm[r].Comm(), "Comm()")
+        ranks.map(lambda r: comms[r].reduce_scatter_mean(shards[r], per_rank[r].clone()), "reduce_scatter_mean")
+        ranks.map(lambda r: comms[r].all_reduce_mean_(fulls[r]), "all_reduce_mean_")
+    for rank in range(world_size):
+        assert_close(shards[rank], want[rank * n:(rank + 1) * n], what=f"rank {rank}: reduce_scatter_mean's shard",
                      atol=1e-6, rtol=1e-6)
-        assert_close(r["full"], want, what=f"rank {rank}: all_reduce_mean_", atol=1e-6, rtol=1e-6)
+        assert_close(fulls[rank], want, what=f"rank {rank}: all_reduce_mean_ (in place)", atol=1e-6, rtol=1e-6)

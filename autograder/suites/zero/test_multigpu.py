@@ -1,0 +1,112 @@
+"""Several GPUs: ZeRO over NCCL, one rank per GPU, against single-process AdamW and against
+DeepSpeed ZeRO of the same stage at the same world size. These tests need 2 GPUs (more are not
+used); with fewer they are "not graded here (needs 2 GPUs)". grade-all gives each job one GPU
+unless told otherwise: `grade-all --gpus-per-job 2` grades this tier (docs/grading.md).
+
+Speed: ms per training step of DeepSpeed over the student's, on 2 GPUs, the 134M-parameter TinyGPT
+of data/training/zero-gpt-134m.json in bf16 with fp32 AdamW, 8 x 512 tokens per rank. The
+student's ranks are workers in the sandbox, DeepSpeed's are trusted workers of the grader's; each
+trial sends every rank its micro-batch and is timed here, end to end, until every rank has finished
+its step on its GPU (llmsys.training.train_step). The two are interleaved, fresh batches per trial;
+every timed loss is checked, and afterwards both models must give the same loss on a new batch.
+Points per ratio: autograder/grading.toml [assignments.zero.speed].
+"""
+import math
+
+import pytest
+import torch
+
+from autograder import baselines, timing
+from autograder.checks import secret_seed
+from autograder.fixtures.ranks import SandboxRanks, TrustedRanks
+from autograder.fixtures.zero import (RunSpec, assert_params_close, make_engines, reference_params, reorder_atol,
+                                      train_zero)
+from llmsys.training import GPTConfig, bench_config, random_batch
+
+WORLD = 2
+
+
+@pytest.mark.gpus(WORLD)
+@pytest.mark.gpu
+@pytest.mark.points(2)
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_nccl_matches_single_process_adamw(zero, seed, stage):
+    """fp32, 2 GPUs over NCCL, 3 steps: parameters equal single-process AdamW on the global batch
+    (within 1e-5, or the spread of fp32 reduction orders measured on the draw if larger)."""
+    spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, micro_batch=4)
+    with SandboxRanks(WORLD, "nccl") as ranks:
+        out = train_zero(ranks, spec, device="cuda")
+    want = reference_params(spec)
+    assert_params_close(out["params"], want, f"stage {stage} on {WORLD} GPUs", atol=max(1e-5, reorder_atol(spec, want)),
+                        rel_norm=1e-4)
+    assert out["losses"][0] != out["losses"][1], "both ranks reported the same losses: each trains on its own micro-batch"
+
+
+class BaselineError(Exception):
+    """DeepSpeed failed: the comparison is not made, and the student is not charged."""
+
+
+def _speed(grade, stage: int):
+    base = baselines.get("deepspeed.zero")
+    if not base.available:
+        pytest.skip(f"not graded here: {base.reason}")
+    cfg = bench_config()
+    c, opt, mb, T = GPTConfig(**cfg["model"]), cfg["optimizer"], cfg["micro_batch"], cfg["seq_len"]
+    seed = secret_seed() % 2**20
+    spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, dtype="bfloat16", lr=opt["lr"], betas=tuple(opt["betas"]),
+                   eps=opt["eps"], weight_decay=opt["weight_decay"], model=cfg["model"])
+    with SandboxRanks(WORLD, "nccl") as ranks:
+        engines = make_engines(ranks, spec, "cuda")
+        try:
+            ds_ranks = TrustedRanks(WORLD, "nccl")
+            fz = ds_ranks.imports("autograder.fixtures.zero")
+            ds = ds_ranks.map(lambda r: fz[r].DeepSpeedTrainer(stage, cfg["model"], opt, seed, "cuda", mb), "DeepSpeed")
+            ds_name = f"DeepSpeed {base.version} ZeRO-{stage}, {WORLD} GPUs"
+        except Exception as e:  # noqa: BLE001 - DeepSpeed's failure is not the student's
+            pytest.skip(f"not graded here: baseline error: DeepSpeed ZeRO-{stage} on {WORLD} GPUs did not start: "
+                        f"{str(e)[:400]}")
+        with ds_ranks:
+            gen = torch.Generator().manual_seed(seed + 1)
+            limit = 2 * math.log(c.vocab_size)
+
+            def make_inputs(trial):
+                return [random_batch(gen, c, mb, T, "cpu") for _ in range(WORLD)]
+
+            def student(b):
+                return ranks.map(lambda r: ranks.training[r].train_step(engines[r], *b[r], "cuda"), "a timed step")
+
+            def deepspeed(b):
+                try:
+                    return ds_ranks.map(lambda r: ds[r].step(*b[r]), "a timed step")
+                except Exception as e:  # noqa: BLE001
+                    raise BaselineError(str(e)[:400]) from None
+
+            def check(inp, losses):
+                for r, loss in enumerate(losses):
+                    assert type(loss) is float and math.isfinite(loss) and 0 < loss < limit, (
+                        f"timed step, rank {r}: loss {loss!r} (expected a finite float, about ln(vocab) = {limit / 2:.2f})")
+
+            try:
+                cmp = timing.compare({"student": student, ds_name: deepspeed}, make_inputs, check, student="student",
+                                     baseline=ds_name, warmup=3, min_trials=8, max_trials=25, budget_s=60,
+                                     device_time=False)
+                ids, tgt = make_inputs(0)[0]
+                a = ranks.map(lambda r: ranks.training[r].eval_loss(engines[r], ids, tgt, "cuda"), "eval_loss")[0]
+                b = ds_ranks.map(lambda r: ds[r].loss(ids, tgt), "eval loss")[0]
+            except BaselineError as e:
+                pytest.skip(f"not graded here: baseline error: DeepSpeed ZeRO-{stage} on {WORLD} GPUs: {e}")
+    assert type(a) is float and abs(a - b) <= 0.02 * abs(b), (
+        f"after the timed steps the student's model has loss {a!r} on a new batch, DeepSpeed's {b:.4f}: "
+        "the same data from the same weights must train the same (within 2%)")
+    timing.record(grade, cmp, "zero", f"vs_deepspeed_{WORLD}gpu_stage{stage}")
+    print(cmp.describe())
+
+
+@pytest.mark.gpus(WORLD)
+@pytest.mark.speed
+@pytest.mark.points(2)
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_speed_vs_deepspeed_2gpu(zero, grade, stage):
+    """ms per step against DeepSpeed ZeRO of the same stage on 2 GPUs (NCCL), bf16, 134M parameters,
+    8 x 512 tokens per rank."""
+    _speed(grade, stage)
