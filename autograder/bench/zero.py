@@ -62,8 +62,9 @@ def _tensor_census() -> int:
 
     gc.collect()
     seen: dict[int, int] = {}
-    for obj in gc.get_objects():
-        for t in (obj, getattr(obj, "grad", None)) if isinstance(obj, torch.Tensor) else ():
+    tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
+    for obj in tensors:
+        for t in (obj, obj.grad if obj.is_leaf and obj.requires_grad else None):
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 st = t.untyped_storage()
                 if st.nbytes() and st.data_ptr():
@@ -97,9 +98,15 @@ def _gpu_runs(impl: str, gpus: int) -> list[dict]:
     for n in sizes:
         for kind, stages in (("course", range(4)), ("deepspeed", range(1, 4) if ds.available else ())):
             for stage in stages:
-                cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}", "--master-port=0",
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
                        "-m", "autograder.bench.zero_train", "--engine", kind, "--stage", str(stage), "--impl", impl]
-                p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                try:
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+                except subprocess.TimeoutExpired:
+                    rows.append(dict(engine=f"{kind} ZeRO-{stage}", kind=kind, stage=stage, world_size=n,
+                                     error="did not finish within 240 s"))
+                    print(f"  {n} GPU(s), {kind} ZeRO-{stage}: did not finish within 240 s", flush=True)
+                    continue
                 line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("{")), None)
                 if p.returncode != 0 or line is None:
                     err = [ln for ln in (p.stderr or "").splitlines() if "Error" in ln or "error" in ln]
