@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import time
 import zipfile
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from . import REPO_ROOT, config, environment, impl, report, runner
 from .results import GradeReport
+
+DEFAULT_OUT = REPO_ROOT / "results"
 
 
 def _progress(quiet: bool):
@@ -52,10 +55,16 @@ def cmd_grade(args) -> int:
         print(f"unknown assignment(s): {', '.join(unknown)}; known: {', '.join(config.assignments())}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    if args.k and args.out == str(DEFAULT_OUT):  # a partial run keeps the last full results
+        out = DEFAULT_OUT / "partial"
+    from .checks import SEED_ENV
+
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    os.environ[SEED_ENV] = str(seed)  # to the suites (runner._suite_env), never to the worker
     say = _progress(args.quiet)
     t0 = time.time()
     results = []
-    rep = GradeReport(impl=str(args.impl), assignments=results, environment=environment.describe())
+    rep = GradeReport(impl=str(args.impl), assignments=results, environment=environment.describe(), seed=seed)
     try:
         with impl.staged(args.impl) as root:  # a checked, readable copy, removed afterwards
             for name in names:
@@ -74,6 +83,7 @@ def cmd_grade(args) -> int:
         report.write_all(rep, out)
     print(report.terminal(rep, verbose=not args.brief))
     print(f"\nresults: {out}/results.json (Gradescope), junit.xml, summary.md, grade.json; logs in {out}/logs/")
+    print(f"run seed {seed}: `--seed {seed}` gives the same inputs again (with -k TEST, one test)")
     broken = [r for r in results if r.error.startswith(runner.NOT_COLLECTED)]
     if broken:  # the suites import no submission code: this is the grading environment, not the work graded
         for r in broken:
@@ -141,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("grade", help="grade assignments; writes results.json, junit.xml, summary.md")
     s.add_argument("assignments", nargs="*", help=f"default: all ({', '.join(config.assignments())})")
     s.add_argument("--impl", default="assignments", help="assignments (default), solutions, or a submission folder/zip")
-    s.add_argument("--out", default=str(REPO_ROOT / "results"), help="where results go (default: results/)")
+    s.add_argument("--out", default=str(DEFAULT_OUT), help="where results go (default: results/; results/partial/ with -k)")
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
+    s.add_argument("--seed", type=int, default=None, help="the run's seed (printed by every run): replays its inputs")
     s.add_argument("--brief", action="store_true", help="totals only, no per-test table")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("--host-memory-gb", type=float, default=None,

@@ -171,14 +171,18 @@ _restart_reason: str | None = None  # set when the CUDA context is unusable afte
 def pytest_runtest_logstart(nodeid, location):
     global _snapshot
     _send({"type": "start", "nodeid": nodeid, "time": time.time()})
+    from . import checks
+
+    checks.begin_test(nodeid)
+    # what a test draws without its own generator comes from the run's seed too (torch's default
+    # generator starts from a fixed, well-known seed): new every run, the same on replay
+    torch.manual_seed(checks.test_seed("torch default generator"))
+    random.seed(checks.test_seed("random"))
     if WORKER_MODE:  # the worker is forked on first use; its calls must end before the runner's limit
         limit = float(os.environ.get(TIMEOUT_ENV) or 300)
         _client.begin_test(max(5.0, limit - 10.0))
         return
     _snapshot = sandbox.Snapshot()
-    # torch's default generators start from a fixed seed: reseed them from the OS's entropy, so
-    # inputs a test draws from them cannot be predicted (tests draw theirs from `rng` anyway)
-    torch.manual_seed(random.SystemRandom().randrange(2**63))
 
 
 # What checkers and timers rely on, bound here before any student code is imported. After every

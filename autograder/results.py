@@ -52,6 +52,7 @@ class GradeReport:
     environment: dict
     duration: float = 0.0
     error: str = ""          # the submission could not be graded at all (missing, too large, a bad zip)
+    seed: int | None = None  # the run's seed: `grade --seed N` gives the tests the same inputs
 
     @property
     def score(self) -> float:
@@ -67,4 +68,5 @@ class GradeReport:
 
     def to_dict(self) -> dict:
         return {"impl": self.impl, "environment": self.environment, "duration": self.duration, "error": self.error,
+                "seed": self.seed,
                 "assignments": [asdict(a) for a in self.assignments]}

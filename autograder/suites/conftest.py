@@ -3,11 +3,10 @@ autograder.impl.load), so a submission that does not import still gets every tes
 each failing with the import error."""
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
+from autograder.checks import run_seed, test_seed
 from autograder.pytest_plugin import grade  # noqa: F401  (the `grade` fixture)
 
 
@@ -18,7 +17,9 @@ def device() -> str:
 
 @pytest.fixture
 def rng() -> torch.Generator:
-    """A generator with a seed drawn fresh each run (printed on failure), so answers cannot be memorised."""
-    seed = random.SystemRandom().randrange(2**31)
-    print(f"input seed: {seed}")
+    """A generator seeded from the grading run's seed and the test (autograder.checks.test_seed):
+    new inputs every run, so answers cannot be memorised; the same with `grade --seed N`, so a
+    failure can be replayed."""
+    seed = test_seed("rng")
+    print(f"input seed: {seed} (run seed {run_seed()})")
     return torch.Generator().manual_seed(seed)
