@@ -35,9 +35,15 @@ $(VENV)/.installed: pyproject.toml
 grade: setup
 	$(BIN)/python -m autograder grade --impl $(IMPL) --out $(OUT)
 
+# In the student edition (python -m autograder student-repo), which has no solutions/ to test the
+# course against, `make test` grades the student's assignments.
 test: setup
+ifneq ($(wildcard solutions/.),)
 	$(BIN)/python -m autograder release --check
 	$(BIN)/python -m pytest autograder/tests -q -p no:cacheprovider
+else
+	$(BIN)/python -m autograder grade --impl $(IMPL) --out $(OUT)
+endif
 
 release: setup
 	$(BIN)/python -m autograder release

@@ -115,7 +115,7 @@ def run_seed() -> int:
 _fallback_seed: int | None = None
 
 
-def test_seed(salt: str = "") -> int:
+def seed_for_test(salt: str = "") -> int:
     """A seed for the running test, derived from the run's seed and the test's node id (each call
     in a test gets the next one): the same run seed gives the same inputs to the same test, so a
     failure can be replayed (`grade --seed N -k TEST`); a new run gets new ones, which the code
@@ -127,8 +127,8 @@ def test_seed(salt: str = "") -> int:
 
 
 def secret_seed() -> int:
-    """A seed for timed inputs: test_seed, so new every run and not derivable by the code under test."""
-    return test_seed("secret")
+    """A seed for timed inputs: seed_for_test, so new every run and not derivable by the code under test."""
+    return seed_for_test("secret")
 
 
 def begin_test(nodeid: str) -> None:

@@ -104,6 +104,12 @@ def cmd_release(args) -> int:
 def cmd_notebooks(args) -> int:
     from . import notebooks
 
+    if not notebooks.SOURCE.is_dir():
+        print("not graded here: the notebooks' hidden tests are in the course's source notebooks, which the student "
+              "edition does not have; run a notebook's visible cells to check yourself (docs: README, Tutorial "
+              "notebooks)")
+        return 0
+
     folder = notebooks.SOURCE if args.impl == "solutions" else (
         notebooks.RELEASE if args.impl == "assignments" else Path(args.impl))
     total = maximum = 0.0
@@ -115,6 +121,15 @@ def cmd_notebooks(args) -> int:
         for nb, (sc, mx) in sorted(r["notebooks"].items()):
             print(f"   {sc:g}/{mx:g}  {nb}")
     print(f"notebooks total {total:g}/{maximum:g}")
+    return 0
+
+
+def cmd_student_repo(args) -> int:
+    from . import student_repo
+
+    files = student_repo.make(Path(args.out))
+    print(f"wrote the student edition to {args.out}: {len(files)} files, no solutions/ "
+          f"(left out: {', '.join(student_repo.LEFT_OUT)}); `git init` it, or copy it into the class's template")
     return 0
 
 
@@ -176,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("assignments", nargs="*")
     s.add_argument("--out", default=str(REPO_ROOT / "autograder.zip"))
     s.set_defaults(fn=cmd_gradescope)
+
+    s = sub.add_parser("student-repo", help="write the student edition of this repository (no solutions/) to a new folder")
+    s.add_argument("out")
+    s.set_defaults(fn=cmd_student_repo)
 
     s = sub.add_parser("release", help="write assignments/ from solutions/ (fenced regions become stubs)")
     s.add_argument("--check", action="store_true", help="fail if assignments/ is out of date or a marker is left")

@@ -176,8 +176,8 @@ def pytest_runtest_logstart(nodeid, location):
     checks.begin_test(nodeid)
     # what a test draws without its own generator comes from the run's seed too (torch's default
     # generator starts from a fixed, well-known seed): new every run, the same on replay
-    torch.manual_seed(checks.test_seed("torch default generator"))
-    random.seed(checks.test_seed("random"))
+    torch.manual_seed(checks.seed_for_test("torch default generator"))
+    random.seed(checks.seed_for_test("random"))
     if WORKER_MODE:  # the worker is forked on first use; its calls must end before the runner's limit
         limit = float(os.environ.get(TIMEOUT_ENV) or 300)
         _client.begin_test(max(5.0, limit - 10.0))

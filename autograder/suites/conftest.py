@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autograder.checks import run_seed, test_seed
+from autograder.checks import run_seed, seed_for_test
 from autograder.pytest_plugin import grade  # noqa: F401  (the `grade` fixture)
 
 
@@ -17,9 +17,9 @@ def device() -> str:
 
 @pytest.fixture
 def rng() -> torch.Generator:
-    """A generator seeded from the grading run's seed and the test (autograder.checks.test_seed):
+    """A generator seeded from the grading run's seed and the test (autograder.checks.seed_for_test):
     new inputs every run, so answers cannot be memorised; the same with `grade --seed N`, so a
     failure can be replayed."""
-    seed = test_seed("rng")
+    seed = seed_for_test("rng")
     print(f"input seed: {seed} (run seed {run_seed()})")
     return torch.Generator().manual_seed(seed)

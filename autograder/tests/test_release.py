@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from autograder import REPO_ROOT, release
+from autograder import REPO_ROOT, config, release
 
 
 def test_stub_names_assignment_function_and_hint():
@@ -63,3 +63,13 @@ def test_check_reports_edits_and_leftover_markers(tmp_path):
     f.write_text(f.read_text() + "\n# BEGIN SOLUTION\n")
     problems = release.check(dest)
     assert any("out of date" in p for p in problems) and any("marker was left" in p for p in problems)
+
+
+@pytest.mark.parametrize("assignment", config.assignments())
+def test_every_collected_test_is_worth_points(assignment):
+    """Every test a suite collects carries a points marker: a helper whose name starts with
+    test_ (imported into a test module, say) would otherwise be graded as a 0-point test."""
+    from autograder.runner import collect
+
+    unmarked = [t["nodeid"] for t in collect(assignment) if not float(t["points"]) > 0]
+    assert not unmarked, f"collected without points (a helper named test_*?): {unmarked}"

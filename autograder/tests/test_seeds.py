@@ -8,7 +8,7 @@ from autograder import checks
 
 def _seeds(run: str, test: str, n: int = 3) -> list[int]:
     code = ("import os, sys; from autograder import checks; checks.begin_test(sys.argv[2]); "
-            "print([checks.test_seed('rng') for _ in range(int(sys.argv[3]))])")
+            "print([checks.seed_for_test('rng') for _ in range(int(sys.argv[3]))])")
     out = subprocess.run([sys.executable, "-c", code, run, test, str(n)], capture_output=True, text=True, check=True,
                          env={"AUTOGRADER_SEED": run, "PATH": "/usr/bin:/bin"})
     return eval(out.stdout)  # noqa: S307 - our own print of a list of ints

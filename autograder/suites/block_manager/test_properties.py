@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.internal.conjecture import engine as _hypothesis_engine
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from autograder.checks import run_seed, test_seed
+from autograder.checks import run_seed, seed_for_test
 from autograder.impl import load
 from autograder.remote.client import call_each, gather
 
@@ -144,7 +144,7 @@ def test_random_operation_sequences(bm):
                                          suppress_health_check=list(HealthCheck), database=None)
     # hypothesis draws its programs from the grading run's seed: new ones every run, the same
     # ones with `grade --seed N` (a failure found once is found again on replay)
-    seed = test_seed("hypothesis")
+    seed = seed_for_test("hypothesis")
     print(f"hypothesis seed: {seed} (run seed {run_seed()})")
     _hypothesis_core.global_force_seed = seed
     try:

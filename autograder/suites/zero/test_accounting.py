@@ -15,7 +15,7 @@ import functools
 
 import pytest
 
-from autograder.checks import test_seed
+from autograder.checks import seed_for_test
 from autograder.fixtures.ranks import SandboxRanks
 from autograder.fixtures.zero import RING_PASSES, RunSpec, measure_zero, paper_bytes, paper_collectives, paper_comm
 from llmsys.training import GPTConfig, num_params
@@ -31,7 +31,7 @@ COMM_TOLERANCE = 0.05        # loopback bytes within 5% of the paper's schedule 
 @functools.lru_cache(maxsize=None)
 def _run(stage: int) -> dict:
     """One run per stage, shared by the memory and the traffic test (a fresh seed per grading run)."""
-    seed = test_seed(f"stage {stage}") % 2**20
+    seed = seed_for_test(f"stage {stage}") % 2**20
     print(f"stage {stage} run seed: {seed}")
     spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, steps=2, dtype="bfloat16", model=MODEL)
     with SandboxRanks(WORLD) as ranks:
