@@ -47,6 +47,17 @@ KV_MUTANTS = {
 
 BM = "block_manager/"
 BLOCK_MUTANTS = {
+    "free_releases_head_first": (
+        {BM + "kv_cache_manager.py": [("self.pool.free_blocks(list(reversed(seq.blocks)))",
+                                       "self.pool.free_blocks(list(seq.blocks))")]},
+        "tail_first", ["test_free_releases_the_tail_first"]),
+    "watermark_ignores_revived_cached_blocks": (
+        {BM + "kv_cache_manager.py": [("if not self.can_allocate(new + revived):", "if not self.can_allocate(new):")]},
+        "revived", ["test_watermark_counts_revived_cached_blocks"]),
+    "hashes_blocks_with_caching_off": (
+        {BM + "block_pool.py": [("        if not self.enable_caching:\n            return\n        block.block_hash = block_hash\n",
+                                 "        block.block_hash = block_hash\n")]},
+        "caching_off", ["test_prefix_caching_off"]),
     "whole_prompt_served_from_cache": (
         {BM + "kv_cache_manager.py": [("block_hashes(token_ids[:len(token_ids) - 1], self.block_size)",
                                        "block_hashes(token_ids, self.block_size)")]},

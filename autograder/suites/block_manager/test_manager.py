@@ -127,3 +127,66 @@ def test_watermark_and_out_of_blocks(bm):
     assert m.get_num_free_blocks() == 0, f"all 10 blocks in use: {m.get_num_free_blocks()} free, expected 0"
     assert m.append_slots("a", [1]) is None and m.num_tokens("a") == 10 * BS, \
         "out of blocks, append_slots() must return None and leave the sequence's length unchanged (the scheduler preempts)"
+
+
+def _free_queue_ids(m) -> list[int]:
+    from autograder.remote.client import gather
+
+    return gather(m.pool.free_block_queue.get_all_free_blocks(), "block_id")
+
+
+@pytest.mark.points(1)
+def test_free_releases_the_tail_first(bm):
+    """free() hands a sequence's blocks back last block first, so the free queue evicts its last
+    blocks (the least likely to be shared) before its first ones."""
+    m = bm.kv_cache_manager.KVCacheManager(8, BS, enable_prefix_caching=False, watermark=0)
+    m.allocate("x", [1] * 3)  # so that "a" does not start at block 0
+    m.allocate("a", list(range(3 * BS)))
+    table = list(m.get_block_table("a"))
+    m.free("a")
+    queue = _free_queue_ids(m)
+    assert queue[-3:] == table[::-1], (
+        f"after free('a') with block table {table}, the free queue ends {queue[-3:]}; expected {table[::-1]} "
+        "(the sequence's blocks released tail first: pool.free_blocks(reversed(blocks)))")
+
+
+@pytest.mark.points(1)
+def test_watermark_counts_revived_cached_blocks(bm):
+    """A prefix hit on a cached block that is free takes it out of the free queue: allocate() counts
+    it with the new blocks against the watermark (and admits the prompt when both fit)."""
+    m = bm.kv_cache_manager.KVCacheManager(10, BS, watermark=0.2)  # 8 blocks usable by new requests
+    prefix = list(range(100, 100 + 2 * BS))
+    m.allocate("a", prefix + [7])
+    m.free("a")  # its 2 full blocks stay cached, with ref_cnt 0
+    assert m.get_num_free_blocks() == 10
+    over = m.allocate("b", prefix + list(range(7 * BS)))  # 2 cached (free) + 7 new = 9 blocks taken
+    assert over is None and "b" not in m.seqs and m.get_num_free_blocks() == 10, (
+        "a prompt that hits 2 cached but free blocks and needs 7 new ones takes 9 of the free blocks, 1 more than the "
+        "8 the watermark leaves to new requests: allocate() must return None and change nothing (a revived cached "
+        "block counts as a new block for can_allocate)")
+    fits = m.allocate("b", prefix + list(range(6 * BS)))  # 2 revived + 6 new = 8: admitted, with the hit
+    assert fits is not None and fits.num_computed_tokens == 2 * BS, (
+        "2 revived + 6 new blocks fit the 8 usable ones: allocate() must admit the prompt and reuse the 2 cached blocks")
+
+
+@pytest.mark.points(1)
+def test_prefix_caching_off(bm):
+    """With caching off no block gets a hash or a cache entry (BlockPool(enable_caching=False),
+    KVCacheManager(enable_prefix_caching=False)), and no prompt hits."""
+    pool = bm.block_pool.BlockPool(4, enable_caching=False)
+    block = pool.get_new_blocks(1)[0]
+    pool.cache_full_block(block, 12345)
+    assert block.block_hash is None and pool.get_cached_block(12345) is None, (
+        "BlockPool(enable_caching=False).cache_full_block must do nothing: the block got hash "
+        f"{block.block_hash!r} and the pool {'has' if pool.get_cached_block(12345) is not None else 'has no'} entry")
+    m = bm.kv_cache_manager.KVCacheManager(12, BS, enable_prefix_caching=False, watermark=0)
+    prompt = list(range(60, 60 + 2 * BS + 1))
+    m.allocate("a", prompt)
+    from autograder.remote.client import gather
+
+    hashes = gather([m.pool.blocks[i] for i in m.get_block_table("a")], "block_hash")
+    assert hashes == [None] * 3, f"caching is off: full blocks must not be hashed, got block_hash {hashes}"
+    assert m.get_computed_blocks(prompt) == [], "caching is off: get_computed_blocks() must return []"
+    b = m.allocate("b", prompt)
+    assert b.num_computed_tokens == 0 and not set(m.get_block_table("b")) & set(m.get_block_table("a")), (
+        "caching is off: an identical prompt computes every token in blocks of its own")
