@@ -8,6 +8,15 @@ import pytest
 from autograder.runner import run_assignment
 
 KV_MUTANTS = {
+    "scores_in_bf16": (
+        {"kv_cache/attention.py": [("scores = torch.matmul(q.float(), k.transpose(-1, -2)) * scale",
+                                    "scores = (torch.matmul(q, k.to(q.dtype).transpose(-1, -2)) * scale).float()")]},
+        "scores_in_fp32", ["test_attend_bf16_scores_in_fp32"]),
+    "a_new_generator_every_step": (
+        {"kv_cache/generate.py": [("tok = sample(logits, params, generator)",
+                                   "tok = sample(logits, params, None if generator is None else "
+                                   "torch.Generator(device=device).manual_seed(params.seed))")]},
+        "one_generator", ["test_one_generator_for_the_whole_generation"]),
     "cache_written_at_slot_0": (
         {"kv_cache/kv_cache.py": [("self.k[:, :, self.length:self.length + n] = k", "self.k[:, :, 0:n] = k")]},
         "append_prefill or decode_logits_match", ["test_append_prefill_then_decode", "test_decode_logits_match_transformers"]),

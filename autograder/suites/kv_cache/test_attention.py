@@ -59,3 +59,25 @@ def test_attend_matches_reference(kv, rng, T, dtype):
     again = kv.attention.attend(q, k, v, None, scale)
     assert_close(again, reference_attend(q, k, v, None, scale), what="attend with kv_valid=None", dtype=dtype)
     assert_not_reused(got, kept, again, what="attend")
+
+
+@pytest.mark.points(1)
+def test_attend_bf16_scores_in_fp32(kv, rng):
+    """bf16 inputs, sharp attention (scores of a few tens): the result equals the exact attention of
+    those inputs up to the rounding of the output to bf16. Scores computed in bf16 lose their low
+    bits (about 0.1 at a score of 30), which moves the softmax by several percent."""
+    B, H, Hkv, S, D, T = 2, 4, 2, 64, 64, 4
+    q = (torch.randn(B, H, T, D, generator=rng) * 4).bfloat16()
+    k = (torch.randn(B, Hkv, S, D, generator=rng) * 4).bfloat16()
+    v = torch.randn(B, Hkv, S, D, generator=rng).bfloat16()
+    kv_valid = torch.arange(S)[None, :] >= torch.tensor([0, 9])[:, None]
+    scale = 1 / math.sqrt(D)
+    got = kv.attention.attend(q, k, v, kv_valid, scale)
+    want = reference_attend(q, k, v, kv_valid, scale)
+    # the output is a convex combination of v's rows: |out| <= max|v|, and rounding it to bf16 moves it
+    # by at most half an ulp, 2^-8 of its size; fp32 accumulation adds about 1e-6
+    bound = 2.0 ** -8 * float(v.abs().max()) + 1e-5
+    err = float((got.double() - want).abs().max())
+    assert err <= bound, (
+        f"attend on bf16 inputs is off by {err:.4f} (at most {bound:.4f}, the bf16 rounding of the output): compute "
+        "the scores q @ k^T and the softmax in float32 (q.float(), k.float()), and round to q's dtype only at the end")
