@@ -84,8 +84,16 @@ class LLMEngine:
         plan = self.scheduler.schedule()
         if not plan:
             if self.scheduler.has_unfinished():
-                raise RuntimeError("the scheduler planned nothing although requests wait: a request needs more "
-                                   "KV blocks than the whole cache has (raise num_kv_blocks or lower max_model_len)")
+                kv, waiting = self.scheduler.kv, list(self.scheduler.waiting)
+                need = kv.blocks_needed(len(waiting[0].token_ids)) if waiting else 0
+                if need > kv.pool.num_blocks:  # no schedule could ever admit it
+                    raise RuntimeError(f"request {waiting[0].seq_id!r} needs {need} KV blocks, more than the whole cache "
+                                       f"has ({kv.pool.num_blocks}): raise num_kv_blocks or lower max_model_len")
+                raise RuntimeError(
+                    f"the scheduler planned nothing although {len(self.scheduler.running)} requests run and "
+                    f"{len(waiting)} wait, with {kv.get_num_free_blocks()} of {kv.pool.num_blocks} KV blocks free: "
+                    "Scheduler.schedule (engine/scheduler.py) must plan at least one running decode or one admission "
+                    "when the cache has room")
             return []
         kv = self.scheduler.kv
         self.stats.append(StepStats(len(self.scheduler.running), len(self.scheduler.waiting),

@@ -4,8 +4,9 @@ import pytest
 from autograder.impl import load
 
 
-def make(eng, num_blocks=32, block_size=4, max_num_seqs=8, budget=64):
-    kv = load("block_manager", "kv_cache_manager").KVCacheManager(num_blocks, block_size, watermark=0)
+def make(eng, num_blocks=32, block_size=4, max_num_seqs=8, budget=64, caching=True):
+    kv = load("block_manager", "kv_cache_manager").KVCacheManager(num_blocks, block_size, watermark=0,
+                                                                  enable_prefix_caching=caching)
     return eng.scheduler.Scheduler(kv, max_num_seqs, budget), kv
 
 
@@ -22,10 +23,11 @@ def run_step(plan):
             p.seq.output_token_ids = [*p.seq.output_token_ids, 1]  # assigned: a list comes back as a copy
 
 
-@pytest.mark.points(2)
-def test_budget_seats_and_fcfs(eng):
+@pytest.mark.points(1)
+@pytest.mark.parametrize("caching", [True, False], ids=["prefix_caching", "no_prefix_caching"])
+def test_budget_seats_and_fcfs(eng, caching):
     """Admission is first come first served, within the token budget and max_num_seqs; slots match the block tables."""
-    s, kv = make(eng, max_num_seqs=2, budget=20)
+    s, kv = make(eng, max_num_seqs=2, budget=20, caching=caching)
     seqs = [seq(eng, f"s{i}", n, i) for i, n in enumerate([8, 15, 3])]
     for x in seqs:
         s.add(x)
@@ -43,10 +45,11 @@ def test_budget_seats_and_fcfs(eng):
     assert [x.seq_id for x in s.waiting] == ["s2"]
 
 
-@pytest.mark.points(2)
-def test_preemption_takes_the_newest_and_requeues_it_first(eng):
+@pytest.mark.points(1)
+@pytest.mark.parametrize("caching", [True, False], ids=["prefix_caching", "no_prefix_caching"])
+def test_preemption_takes_the_newest_and_requeues_it_first(eng, caching):
     """Out of blocks: the newest running sequence is preempted, freed, and put at the front of the queue."""
-    s, kv = make(eng, num_blocks=6, block_size=4, budget=64)
+    s, kv = make(eng, num_blocks=6, block_size=4, budget=64, caching=caching)
     a, b, c = seq(eng, "a", 8, 0), seq(eng, "b", 8, 1), seq(eng, "late", 3, 2)
     for x in (a, b):
         s.add(x)
