@@ -96,6 +96,10 @@ BLOCK_MUTANTS = {
 }
 PA = "paged_attention/kernels.py"
 PA_MUTANTS = {
+    "dispatcher_split_branch_loses_the_scale": (
+        {PA: [("    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, scale, n,\n",
+               "    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, 1.0, n,\n")]},
+        "dispatcher", ["test_dispatcher_and_split_choice"]),
     "off_by_one_on_the_last_token": (
         {PA: [("end = tl.minimum(start + partition_size, seq_len)", "end = tl.minimum(start + partition_size, seq_len - 1)")]},
         "decode_matches or split_k", ["test_decode_matches_reference", "test_split_k_matches_reference"]),

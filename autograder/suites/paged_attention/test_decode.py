@@ -81,6 +81,13 @@ def test_dispatcher_and_split_choice(pa, rng, device):
     assert_close(got, reference(case), what="paged_attention()", dtype=torch.float16)
     choose = pa.kernels.choose_num_splits
     assert choose(1, 8, 16384, 132) > 1, "one 16k-token sequence on 132 SMs: 8 programs leave the GPU idle; split it"
+    # the split branch of the dispatcher, taken on the CPU too (which counts 4 multiprocessors)
+    assert choose(1, 2, 2048, 4) > 1, ("one 2048-token sequence with 2 KV heads on 4 multiprocessors (what the "
+                                       "dispatcher counts on a CPU): 2 programs leave half of them idle; split it")
+    long = make_case([2048], 8, 2, 64, 16, torch.float32, device, gen=rng)
+    got = pa.kernels.paged_attention(long.query, long.key_cache, long.value_cache, long.block_tables, long.seq_lens,
+                                     long.scale, long.max_seq_len)
+    assert_close(got, reference(long), what="paged_attention() on one 2048-token sequence (the split-K branch)")
     for args in [(256, 8, 1024, 132), (1, 1, 1, 132), (3, 2, 100, 4)]:
         n = choose(*args)
         assert isinstance(n, int) and n >= 1, f"choose_num_splits{args} = {n!r}: need an int >= 1"
