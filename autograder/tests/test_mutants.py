@@ -128,6 +128,10 @@ PA_MUTANTS = {
 }
 EN = "engine/"
 ENGINE_MUTANTS = {
+    "decode_only_when_any_sequence_decodes": (
+        {EN + "model_runner.py": [("max(lens), all(p.num_tokens == 1 for p in plan))",
+                                   "max(lens), any(p.num_tokens == 1 for p in plan))")]},
+        "kernel_path", ["test_kernel_path_on_cpu"]),
     "preempted_sequence_requeued_last": (
         {EN + "scheduler.py": [("self.waiting.appendleft(seq)", "self.waiting.append(seq)")]},
         "requeues", ["test_preemption_takes_the_newest_and_requeues_it_first"]),

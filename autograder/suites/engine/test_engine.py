@@ -106,3 +106,26 @@ def test_eos_streaming_and_seeds(eng, rng):
     crowded = llm.generate(ps[:1] + prompts(rng, [9, 30]), [sp, eng.llm.SamplingParams(temperature=1.0, max_tokens=5),
                                                             eng.llm.SamplingParams(temperature=1.0, max_tokens=20)])
     assert list(crowded[0].outputs[0].token_ids) == list(alone), "a seeded request must not depend on its batch companions"
+
+
+@pytest.mark.points(2)
+def test_kernel_path_on_cpu(eng, rng):
+    """The engine's GPU path, run on the CPU in Triton's interpreter: the cache written by
+    reshape_and_cache, decodes through paged_attention (steps of decodes only, and steps mixing
+    decodes with prompt chunks): the greedy tokens equal transformers'."""
+    from autograder.impl import load
+    from autograder.remote.client import gather
+
+    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=64, block_size=8, max_num_batched_tokens=16,
+                      max_num_seqs=4)
+    llm.engine.runner.kernels = load("paged_attention", "kernels")  # what the engine does on a GPU
+    ps = prompts(rng, [5, 30, 3, 17, 9])
+    outs = llm.generate(ps, eng.llm.SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
+    stats = list(llm.engine.stats)
+    tokens, running = gather(stats, "num_tokens"), gather(stats, "num_running")
+    assert any(t > r for t, r in zip(tokens, running)) and any(t == r for t, r in zip(tokens, running)), (
+        "the workload must run steps of decodes only and steps that mix decodes with prompt chunks")
+    check_against_transformers(outs, ps, 6, "through the paged-attention kernels (engine.model_runner: "
+                               "prepare_inputs's decode_only, block_tables, seq_lens, max_seq_len; the kernels of "
+                               "paged_attention)")
+    leak_check(llm)
