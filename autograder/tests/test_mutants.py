@@ -8,6 +8,14 @@ import pytest
 from autograder.runner import run_assignment
 
 KV_MUTANTS = {
+    "top_p_over_the_whole_vocabulary": (
+        {"kv_cache/sampling.py": [("probs = sorted_logits.masked_fill(drop, float(\"-inf\")).softmax(dim=-1)",
+                                   "probs = sorted_logits.softmax(dim=-1)")]},
+        "sets", ["test_top_k_top_p_sets"]),
+    "temperature_after_top_p": (
+        {"kv_cache/sampling.py": [("filtered = apply_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)",
+                                   "filtered = apply_top_k_top_p(logits, params.top_k, params.top_p) / params.temperature")]},
+        "frequencies", ["test_sampling_frequencies"]),
     "scores_in_bf16": (
         {"kv_cache/attention.py": [("scores = torch.matmul(q.float(), k.transpose(-1, -2)) * scale",
                                     "scores = (torch.matmul(q, k.to(q.dtype).transpose(-1, -2)) * scale).float()")]},
@@ -96,6 +104,9 @@ BLOCK_MUTANTS = {
 }
 PA = "paged_attention/kernels.py"
 PA_MUTANTS = {
+    "slot_zero_taken_for_padding": (
+        {PA: [("mask = (idx < NUM_KV_HEADS * HEAD_SIZE) & (slot >= 0)", "mask = (idx < NUM_KV_HEADS * HEAD_SIZE) & (slot > 0)")]},
+        "writes_exactly", ["test_writes_exactly_the_given_slots"]),
     "dispatcher_split_branch_loses_the_scale": (
         {PA: [("    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, scale, n,\n",
                "    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, 1.0, n,\n")]},

@@ -30,6 +30,14 @@ def test_top_k_top_p_sets(kv, rng):
     for k, p, n in cases:
         got = kept(kv, logits, k, p)
         assert torch.equal(got, want(n)), f"top_k={k}, top_p={p} on probs {probs.tolist()}: expected the {n} most likely tokens kept"
+    # top-p measures the mass of what top-k kept (renormalised), not of the whole vocabulary: here
+    # the top 3 renormalise to [0.49, 0.33, 0.18] (top-p 0.7 keeps 2); over the whole vocabulary
+    # the first two hold only 0.5, and a third token would be kept
+    probs2 = torch.tensor([0.30, 0.20, 0.11, 0.10, 0.09, 0.08, 0.07, 0.05])
+    got = kept(kv, probs2.log()[None], 3, 0.7)
+    assert got[0].tolist() == [True, True] + [False] * 6, (
+        f"top_k=3, top_p=0.7 on probs {probs2.tolist()}: expected the 2 most likely kept (top-p over the softmax of "
+        f"what top-k kept), got {got[0].nonzero().flatten().tolist()}")
     assert torch.equal(logits, original), "apply_top_k_top_p must not modify its input"
     out = kv.sampling.apply_top_k_top_p(logits.clone(), 3, 1.0)
     assert torch.equal(out[torch.isfinite(out)], logits[torch.isfinite(out)]), "kept logits must keep their values"
@@ -63,6 +71,16 @@ def test_sampling_frequencies(kv, rng):
                          f"{keep.nonzero().flatten().tolist()})")
     dev = (freq - want).abs().max()
     assert dev < 0.02, f"sampled frequencies {freq.tolist()} differ from the distribution {want.tolist()} by {dev:.3f}"
+    # the temperature comes before top-p: at temperature 2, probs [0.5, 0.3, 0.2] become [0.42, 0.32, 0.26]
+    # and top-p 0.45 keeps 2 tokens; filtered at temperature 1, only the first would be kept
+    flat = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    toks2 = kv.sampling.sample(flat.repeat(4000, 1), kv.sampling.SamplingParams(temperature=2.0, top_p=0.45, seed=seed),
+                               torch.Generator().manual_seed(seed + 1))
+    counts = torch.bincount(toks2, minlength=3).tolist()
+    share = counts[1] / 4000  # expected 0.322 / 0.737 = 0.437; 4000 draws: standard deviation 0.008
+    assert counts[2] == 0 and abs(share - 0.437) < 0.05, (
+        f"temperature 2, top_p 0.45 on probs [0.5, 0.3, 0.2]: drew tokens {counts}; expected tokens 0 and 1 about "
+        "56% / 44% and never 2 (divide by the temperature first, then apply top-k and top-p)")
     greedy = kv.sampling.sample(logits.repeat(3, 1), kv.sampling.SamplingParams(temperature=0.0), None)
     assert greedy.tolist() == [int(logits.argmax())] * 3, "temperature 0 must take the argmax"
 

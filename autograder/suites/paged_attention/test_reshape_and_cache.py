@@ -10,15 +10,20 @@ def test_writes_exactly_the_given_slots(pa, rng, device, dtype, block_size, head
     num_blocks, Hkv, T = 6, 2, 13
     kc = torch.full((num_blocks, block_size, Hkv, head_size), float("nan"), dtype=dtype)
     vc = kc.clone()
-    slots = torch.randperm(num_blocks * block_size, generator=rng)[:T]
-    slots[torch.randperm(T, generator=rng)[:3]] = -1  # padding tokens: skipped
+    n_slots = num_blocks * block_size
+    slots = torch.randperm(n_slots - 2, generator=rng)[:T] + 1
+    where = torch.randperm(T, generator=rng)
+    slots[where[0]], slots[where[1]] = 0, n_slots - 1  # the first and the last slot are always live
+    slots[where[2:5]] = -1  # padding tokens: skipped
     key = torch.randn(T, Hkv, head_size, generator=rng).to(dtype)
     value = torch.randn(T, Hkv, head_size, generator=rng).to(dtype)
     kc, vc, key, value, slots = (t.to(device) for t in (kc, vc, key, value, slots))
     pa.kernels.reshape_and_cache(key, value, kc, vc, slots)
     flat_k, flat_v = kc.view(-1, Hkv, head_size), vc.view(-1, Hkv, head_size)
     live = slots >= 0
-    assert torch.equal(flat_k[slots[live]], key[live]), "keys not at their slots (block = slot // block_size, offset = slot % block_size)"
+    assert torch.equal(flat_k[slots[live]], key[live]), (
+        "keys not at their slots (block = slot // block_size, offset = slot % block_size; slot 0 and the last slot "
+        f"{n_slots - 1} are live slots, only -1 is padding)")
     assert torch.equal(flat_v[slots[live]], value[live]), "values not at their slots"
     untouched = torch.ones(flat_k.shape[0], dtype=torch.bool, device=device)
     untouched[slots[live]] = False
