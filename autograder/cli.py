@@ -6,6 +6,7 @@ submission that scores 0 still exits 0; a grader that could not write its result
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import sys
@@ -69,8 +70,14 @@ def cmd_grade(args) -> int:
         with impl.staged(args.impl) as root:  # a checked, readable copy, removed afterwards
             for name in names:
                 say(f"[{name}] starting")
-                results.append(runner.run_assignment(name, root, log_dir=out / "logs", progress=say, keyword=args.k,
-                                                         protect=[out], host_memory_gb=args.host_memory_gb))
+                below = config.builds_on(name) if args.reference_below else []
+                with impl.with_reference_below(root, name) if below else contextlib.nullcontext(root) as where:
+                    results.append(runner.run_assignment(name, where, log_dir=out / "logs", progress=say,
+                                                         keyword=args.k, protect=[out],
+                                                         host_memory_gb=args.host_memory_gb))
+                if below:
+                    results[-1].notes.append(f"graded on the reference's {', '.join(below)} (--reference-below): "
+                                             "only this assignment's own code is graded here")
     except (FileNotFoundError, NotADirectoryError, ValueError, zipfile.BadZipFile) as e:
         print(f"error: {e}", file=sys.stderr)
         rep.error = str(e)
@@ -169,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default=str(DEFAULT_OUT), help="where results go (default: results/; results/partial/ with -k)")
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
     s.add_argument("--seed", type=int, default=None, help="the run's seed (printed by every run): replays its inputs")
+    s.add_argument("--reference-below", action="store_true",
+                   help="grade assignments that build on earlier ones (engine) on the reference's earlier assignments")
     s.add_argument("--brief", action="store_true", help="totals only, no per-test table")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("--host-memory-gb", type=float, default=None,

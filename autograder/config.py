@@ -25,6 +25,11 @@ def assignments() -> list[str]:
     return sorted(names, key=lambda n: table[n].get("order", 99))
 
 
+def builds_on(name: str) -> list[str]:
+    """The earlier assignments whose code this one imports (grading.toml builds_on)."""
+    return list(load()["assignments"].get(name, {}).get("builds_on", []))
+
+
 def title(name: str) -> str:
     return load()["assignments"].get(name, {}).get("title", name)
 

@@ -81,6 +81,36 @@ def staged(spec: str | os.PathLike | None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def with_reference_below(root: Path, name: str):
+    """The staged submission with the reference's code of the assignments `name` builds on
+    (grading.toml builds_on) in place of the student's: a second staged copy, for `name`'s suite
+    only, so a bug in an earlier assignment is not charged twice. Other suites keep `root`."""
+    from .config import builds_on
+
+    below = builds_on(name)
+    if not below:
+        yield root
+        return
+    missing = [d for d in below if not (REPO_ROOT / "solutions" / d).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"--reference-below needs the reference's {', '.join(missing)} in solutions/, which "
+                                "this copy of the course does not have (the student edition)")
+    tmp = Path(tempfile.mkdtemp(prefix="autograder-submission-"))
+    try:
+        dest = tmp / "submission"
+        shutil.copytree(root, dest)
+        for dep in below:
+            shutil.rmtree(dest / dep, ignore_errors=True)
+            _copy_checked(REPO_ROOT / "solutions" / dep, dest / dep)
+        from .remote.isolation import sandbox_gid
+
+        _restrict(tmp, sandbox_gid())
+        yield dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _copy_checked(src: Path, dest: Path) -> None:
     max_files, max_bytes = limits()
     files, total = 0, 0
