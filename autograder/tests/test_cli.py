@@ -46,3 +46,20 @@ def test_zip_submission_is_graded(tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "out" / "results.json").read_text())
     assert d["score"] == 1.0
+
+
+def test_reference_below_charges_only_the_engines_own_code(tmp_path):
+    """The stubs' engine fails on block_manager's stub; with --reference-below, on its own."""
+    plain = grade("assignments", tmp_path / "plain", "engine", "-k", "fcfs")
+    below = grade("assignments", tmp_path / "below", "engine", "-k", "fcfs", "--reference-below")
+    reasons = lambda out: [t["reason"] for t in json.loads((out / "grade.json").read_text())["assignments"][0]["tests"]]  # noqa: E731
+    assert plain.returncode == below.returncode == 0, (plain.stderr[-1500:], below.stderr[-1500:])
+    assert all("block_manager" in r for r in reasons(tmp_path / "plain")), reasons(tmp_path / "plain")
+    assert all("engine/scheduler.py" in r and "block_manager" not in r for r in reasons(tmp_path / "below")), \
+        reasons(tmp_path / "below")
+
+
+def test_a_run_prints_and_records_its_seed(tmp_path):
+    r = grade("solutions", tmp_path / "out", "block_manager", "-k", "tail_first", "--seed", "77")
+    assert r.returncode == 0 and "run seed 77" in r.stdout, r.stdout[-1500:]
+    assert json.loads((tmp_path / "out" / "grade.json").read_text())["seed"] == 77
