@@ -162,6 +162,10 @@ ENGINE_MUTANTS = {
 }
 ZE = "zero/"
 ZERO_MUTANTS = {
+    "prefetch_gathers_twice": (
+        {ZE + "engine.py": [("        if g.pending is not None:\n            work, flat = g.pending\n",
+                             "        if False:\n            work, flat = g.pending\n")]},
+        "communication_per_step", ["test_communication_per_step"]),
     "gradients_summed_not_averaged": (
         {ZE + "comm.py": [("        dist.reduce_scatter_tensor(shard, full, group=self.group)\n        shard.div_(self.world_size)\n",
                            "        dist.reduce_scatter_tensor(shard, full, group=self.group)\n")]},

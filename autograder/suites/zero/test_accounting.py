@@ -29,11 +29,11 @@ COMM_TOLERANCE = 0.05        # loopback bytes within 5% of the paper's schedule 
 
 
 @functools.lru_cache(maxsize=None)
-def _run(stage: int) -> dict:
+def _run(stage: int, prefetch: bool = False) -> dict:
     """One run per stage, shared by the memory and the traffic test (a fresh seed per grading run)."""
     seed = seed_for_test(f"stage {stage}") % 2**20
     print(f"stage {stage} run seed: {seed}")
-    spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, steps=2, dtype="bfloat16", model=MODEL)
+    spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, steps=2, dtype="bfloat16", model=MODEL, prefetch=prefetch)
     with SandboxRanks(WORLD) as ranks:
         out = measure_zero(ranks, spec, warm_seed=seed + 1)
     return dict(out, psi=num_params(GPTConfig(**MODEL)))
@@ -77,12 +77,14 @@ def test_memory_per_rank(zero, stage):
 
 
 @pytest.mark.points(1)
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_communication_per_step(zero, stage):
+@pytest.mark.parametrize("stage,prefetch", [(0, False), (1, False), (2, False), (3, False), (3, True)],
+                         ids=["0", "1", "2", "3", "3-prefetch"])
+def test_communication_per_step(zero, stage, prefetch):
     """Bytes the ranks send per step through the sandbox's loopback are the paper's schedule at this
-    backend's cost per collective (within 5%): stage 3 all-gathers the parameters twice; the
-    engine's own Comm counts the paper's volume (within 2%)."""
-    run = _run(stage)
+    backend's cost per collective (within 5%): stage 3 all-gathers the parameters twice, with or
+    without prefetch (a prefetched gather replaces one, it does not add one); the engine's own Comm
+    counts the paper's volume (within 2%)."""
+    run = _run(stage, prefetch)
     n, psi_bytes = WORLD, 2 * run["psi"]
     paper = paper_comm(stage, psi_bytes, n)
     for rank, mine in enumerate(run["engine_comm_per_step"]):
