@@ -21,7 +21,9 @@ import torch.distributed as dist
 
 def ring_bytes(op: str, nbytes: int, world_size: int) -> int:
     """Bytes one rank sends for `op` ("all_gather", "reduce_scatter" or "all_reduce") over a
-    tensor of `nbytes` full size, on world_size ranks (0 on one rank)."""
+    tensor of `nbytes` full size, on world_size ranks (0 on one rank). In integers: one ring pass
+    is nbytes * (world_size - 1) // world_size (rounded down); an all-reduce is two passes, twice
+    that rounded-down number."""
     if op not in ("all_gather", "reduce_scatter", "all_reduce"):
         raise ValueError(f"unknown collective {op!r}")
     # BEGIN SOLUTION hint: the table in this file's docstring; integer arithmetic

@@ -190,3 +190,35 @@ def test_prefix_caching_off(bm):
     b = m.allocate("b", prompt)
     assert b.num_computed_tokens == 0 and not set(m.get_block_table("b")) & set(m.get_block_table("a")), (
         "caching is off: an identical prompt computes every token in blocks of its own")
+
+
+@pytest.mark.points(1)
+def test_manager_misuse_is_refused(bm):
+    """An id in use (allocate, fork), an unknown id, remove() of a block not in the free queue: each
+    raises, and the pool is as before; append_slots(seq, []) gives [] and changes nothing."""
+    m = bm.kv_cache_manager.KVCacheManager(8, BS, watermark=0)
+    m.allocate("a", list(range(6)))
+    m.allocate("b", [1])
+    before = (m.get_num_free_blocks(), list(m.get_block_table("a")), list(m.get_block_table("b")))
+
+    def same(what):
+        now = (m.get_num_free_blocks(), list(m.get_block_table("a")), list(m.get_block_table("b")))
+        assert now == before, f"{what} changed the pool or the block tables: {before} -> {now}"
+
+    with pytest.raises(ValueError):
+        m.allocate("a", [5, 6])
+    same("allocate() of an id in use (expected ValueError)")
+    with pytest.raises(ValueError):
+        m.fork("a", "b")
+    same("fork() to an id in use (expected ValueError)")
+    with pytest.raises(KeyError):
+        m.fork("nobody", "c")
+    with pytest.raises(KeyError):
+        m.append_slots("nobody", [1])
+    same("fork() / append_slots() of an unknown id (expected KeyError)")
+    assert m.append_slots("a", []) == [] and m.num_tokens("a") == 6, "append_slots(seq, []) must return [] and add nothing"
+    same("append_slots(seq, [])")
+    in_use = m.pool.blocks[m.get_block_table("a")[0]]
+    with pytest.raises(ValueError):
+        m.pool.free_block_queue.remove(in_use)
+    same("FreeKVCacheBlockQueue.remove() of a block not in the queue (expected ValueError)")
