@@ -25,7 +25,7 @@ def vllm_engine() -> Baseline:
 
 
 class VllmOffline:
-    """vLLM's offline engine on the engine benchmark's terms (suites/engine/engine_bench.py): the
+    """vLLM's offline engine on the engine benchmark's terms (fixtures/engine_bench.py): the
     same checkpoint folder (the same weights), the same KV blocks (num_gpu_blocks_override),
     prefix caching off, greedy, ignore_eos, token-id prompts without a tokenizer. Compiled with
     CUDA graphs (vLLM's default) unless enforce_eager. Made in the trusted worker:
@@ -75,11 +75,6 @@ def deepspeed_zero() -> Baseline:
 @register("naive.paged_attention")
 def naive_paged_attention() -> Baseline:
     """Gather each sequence's blocks into a padded tensor, then scaled_dot_product_attention."""
-    import sys
-
-    from .. import SUITES_DIR
-
-    sys.path.insert(0, str(SUITES_DIR / "paged_attention"))
-    from pa_common import naive_torch
+    from ..fixtures.paged_attention import naive_torch
 
     return Baseline("naive.paged_attention", "naive PyTorch: gather + SDPA", True, impl=naive_torch)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import DATA_DIR, REPO_ROOT, SUITES_DIR, baselines
+from .. import DATA_DIR, REPO_ROOT, baselines
 from ..environment import describe, one_line
 from ..impl import load
 
@@ -30,8 +30,7 @@ def _reference_pool():
 
 
 def run(out: Path) -> int:
-    sys.path.insert(0, str(SUITES_DIR / "block_manager"))
-    from churn import make_ops, run_ops
+    from autograder.fixtures.churn import make_ops, run_ops
 
     sim, mgr, naive, pool = (load("block_manager", m) for m in ("simulate", "kv_cache_manager", "naive", "block_pool"))
     trace = json.loads((DATA_DIR / "workloads" / "sharegpt_like.json").read_text())

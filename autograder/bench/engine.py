@@ -1,14 +1,13 @@
 """Serving-runtime benchmark (GPU): offline throughput of the engine against transformers' static
 batching and, where vLLM is importable, vLLM's LLM.generate, on the same workload and KV memory
-(autograder/suites/engine/engine_bench.py); time to first token and inter-token latency
+(autograder/fixtures/engine_bench.py); time to first token and inter-token latency
 percentiles; a plot of running batch size and KV-cache use over time (PNG)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from .. import SUITES_DIR, baselines
+from .. import baselines
 from ..environment import describe, one_line
 
 
@@ -43,7 +42,7 @@ def _plot(res, out: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    import engine_bench as eb
+    from autograder.fixtures import engine_bench as eb
 
     t = [s["t"] for s in res.timeline]
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -68,8 +67,7 @@ def _plot(res, out: Path) -> Path | None:
 def run(out: Path) -> int:
     import torch
 
-    sys.path.insert(0, str(SUITES_DIR / "engine"))
-    import engine_bench as eb
+    from autograder.fixtures import engine_bench as eb
 
     from ..impl import Modules
 

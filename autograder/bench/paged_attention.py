@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-from .. import SUITES_DIR, baselines, timing
+from .. import baselines, timing
 from ..checks import assert_close
 from ..environment import describe, one_line
 from ..impl import load
@@ -41,9 +40,8 @@ def run(out: Path) -> int:
     if not torch.cuda.is_available():
         print("bench paged_attention needs a CUDA GPU (correctness on CPU: python -m autograder grade paged_attention)")
         return 1
-    sys.path.insert(0, str(SUITES_DIR / "paged_attention"))
-    from pa_bench import GRID, gpu_case, sample_rows
-    from pa_common import reference
+    from autograder.fixtures.pa_bench import GRID, gpu_case, sample_rows
+    from autograder.fixtures.paged_attention import reference
 
     naive_torch = baselines.get("naive.paged_attention").impl
 

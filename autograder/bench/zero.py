@@ -29,8 +29,6 @@ CPU_WORLD = 4
 
 def _cpu_rank(rank: int, world_size: int, spec) -> dict:
     """A rank of the CPU memory bench (run_trusted_ranks): the engine under test, in this process."""
-    import torch
-
     from ..impl import Modules
     from .zero_train import CommMeter
     from llmsys.training import batch, build_model
@@ -220,7 +218,7 @@ def run(out: Path) -> int:
     result = dict(environment=describe(), memory=mem)
     png = _plot(mem, out)
     if torch.cuda.is_available():
-        print(f"\nGPUs: bf16 + fp32 AdamW, 134M-parameter GPT, 8 x 512 tokens per rank (torchrun):")
+        print("\nGPUs: bf16 + fp32 AdamW, 134M-parameter GPT, 8 x 512 tokens per rank (torchrun):")
         result["gpus"] = rows = _gpu_runs(impl, torch.cuda.device_count())
         by = {(r["world_size"], r["kind"], r["stage"]): r for r in rows if "error" not in r}
         one = {(k, s): r for (n, k, s), r in by.items() if n == 1}

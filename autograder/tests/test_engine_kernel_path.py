@@ -10,7 +10,7 @@ from autograder import REPO_ROOT, SUITES_DIR
 SCRIPT = r"""
 import torch
 from autograder.impl import Modules, load
-from engine_common import path, prompts
+from autograder.fixtures.engine import path, prompts
 eng = Modules("engine")
 ps = prompts(torch.Generator().manual_seed(0), [5, 30, 3, 17, 9])
 P = eng.llm.SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)

@@ -153,7 +153,7 @@ def test_shared_buffers_check_their_size():
 def test_a_script_runs_a_whole_program_in_one_request(worker):
     """The block_manager speed test's path: the churn program as one `script` request, answered
     with every allocated block id; the reference's answer is exactly the free queue's order."""
-    from autograder.suites.block_manager.churn import as_script, check_ids, expected_ids, make_ops
+    from autograder.fixtures.churn import as_script, check_ids, expected_ids, make_ops
 
     import array
 

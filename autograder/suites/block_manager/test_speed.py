@@ -18,7 +18,7 @@ from autograder import config
 from autograder.checks import secret_seed
 from autograder.remote import client
 
-from churn import as_script, check_ids, expected_ids, make_ops
+from autograder.fixtures.churn import as_script, check_ids, expected_ids, make_ops
 
 N_OPS, NUM_BLOCKS = 100_000, 4096
 PLUCK = {"get_new_blocks": "block_id"}

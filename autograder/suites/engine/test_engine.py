@@ -3,7 +3,7 @@ batching, chunked prefill, preemption, mid-run arrivals and prefix caching; no b
 import pytest
 import torch
 
-from engine_common import check_against_transformers, path, prompts
+from autograder.fixtures.engine import check_against_transformers, path, prompts
 
 GREEDY = dict(temperature=0.0, max_tokens=16, ignore_eos=True)
 

@@ -1,5 +1,5 @@
 """GPU: offline throughput of the engine against vLLM's LLM.generate and, as a floor, against
-transformers' static batching, the same workload and the same KV-cache memory (engine_bench.py).
+transformers' static batching, the same workload and the same KV-cache memory (autograder/fixtures/engine_bench.py).
 
 The figure is a ratio of wall-clock times for the whole workload (baseline / student), the two
 runs alternated twice after a warm-up, median of the two. The engine runs in the submission's
@@ -14,7 +14,6 @@ vLLM's default); without vLLM that test is "not graded here".
 import statistics
 
 import pytest
-import torch
 
 from autograder import timing
 from autograder.checks import secret_seed
@@ -22,7 +21,7 @@ from autograder.environment import describe
 from autograder.remote import client
 from llmsys.models import model_path
 
-import engine_bench as eb
+from autograder.fixtures import engine_bench as eb
 
 GRADED_REQUESTS = 64  # the first 64 of the bench's 128: transformers needs 25-45 s for them on an H100
 

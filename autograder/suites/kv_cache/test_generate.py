@@ -4,7 +4,7 @@ import torch
 
 from llmsys.models import model_path
 
-from kv_common import assert_same_greedy, hf_greedy, hf_model, random_prompt
+from autograder.fixtures.kv_cache import assert_same_greedy, hf_greedy, hf_model, random_prompt
 
 
 @pytest.mark.points(3)

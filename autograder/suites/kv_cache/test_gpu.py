@@ -19,7 +19,7 @@ from autograder import timing
 from autograder.checks import assert_close, secret_seed
 from llmsys.models import model_path
 
-from kv_common import random_prompt
+from autograder.fixtures.kv_cache import random_prompt
 
 NEW_TOKENS = 32
 

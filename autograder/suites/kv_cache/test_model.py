@@ -9,7 +9,7 @@ import torch
 from autograder.checks import assert_close, poison_
 from llmsys.models import model_path
 
-from kv_common import hf_model, random_prompt
+from autograder.fixtures.kv_cache import hf_model, random_prompt
 
 
 def decode_with_cache(model, ids, prefill_len, caches, kv_valid=None, positions=None):

@@ -4,7 +4,7 @@ import torch
 
 from llmsys.models import model_path
 
-from kv_common import random_prompt
+from autograder.fixtures.kv_cache import random_prompt
 
 
 def kept(kv, logits, k, p):

@@ -10,7 +10,7 @@ import torch
 
 from autograder.checks import Unchanged, assert_close, poison_
 
-from pa_common import make_case, reference
+from autograder.fixtures.paged_attention import make_case, reference
 
 CONFIGS = [(torch.float32, 64, 8), (torch.float16, 128, 16), (torch.float32, 128, 32), (torch.float16, 64, 32),
            (torch.float16, 64, 8)]

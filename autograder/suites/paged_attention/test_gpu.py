@@ -19,9 +19,9 @@ from autograder import timing
 from autograder.checks import assert_close, poison_, secret_seed
 from autograder.remote import client
 
-import pa_bench as pb
-from pa_bench import BLOCK_SIZE, GRID, HEAD_SIZE, NUM_HEADS, NUM_KV_HEADS, gpu_case
-from pa_common import make_case, reference
+from autograder.fixtures import pa_bench as pb
+from autograder.fixtures.pa_bench import BLOCK_SIZE, GRID, HEAD_SIZE, NUM_HEADS, NUM_KV_HEADS, gpu_case
+from autograder.fixtures.paged_attention import make_case, reference
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
