@@ -392,6 +392,16 @@ def test_zero_ranks_are_sandboxed_and_measured_from_outside(tmp_path):
         assert t.status == "failed" and "more after backward" in t.reason, t.reason
 
 
+def test_zero_state_hidden_in_files_or_helper_processes_is_seen(tmp_path):
+    """A rank that keeps state in /dev/shm (memory, but not the rank's) or in a process it started
+    fails the memory tests with those reasons; the training itself still passes."""
+    sub = build(tmp_path / "submission", "solutions", {"zero/engine.py": ["hide_zero_state_outside_the_rank"]})
+    result = run_assignment("zero", sub, keyword="memory_per_rank")
+    for stage in range(4):
+        t = by_name(result)[f"test_memory_per_rank[{stage}]"]
+        assert t.status == "failed" and ("started other processes" in t.reason or "wrote" in t.reason), t.reason
+
+
 def test_zero_ranks_cannot_import_deepspeed(submission):
     """DeepSpeed is the baseline: a rank that imports it fails its test with the rule's reason."""
     sub = submission({"zero/engine.py": [("    def step(self) -> None:\n",
