@@ -127,6 +127,8 @@ def cmd_notebooks(args) -> int:
         print(f"{name}: {r['score']:g}/{r['max_score']:g}")
         for nb, (sc, mx) in sorted(r["notebooks"].items()):
             print(f"   {sc:g}/{mx:g}  {nb}")
+        for f in r.get("failures", []):
+            print(f"      failed: {f}")
     print(f"notebooks total {total:g}/{maximum:g}")
     return 0
 

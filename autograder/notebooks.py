@@ -10,6 +10,7 @@ autograded/, gradebook.db), so nothing of nbgrader's state lands in the reposito
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -84,9 +85,52 @@ def _cells(path: Path) -> list[tuple[str, str]]:
     return [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]]
 
 
+def failures(autograded: Path) -> list[str]:
+    """For each graded test cell of an autograded notebook that lost points: its id, its points
+    and the error it raised (the hidden test's assertion message says what it expected)."""
+    out = []
+    nb = json.loads(autograded.read_text())
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("grade") or meta.get("solution"):
+            continue
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if errors:
+            e = errors[0]
+            message = str(e.get("evalue", "")).strip()[:300]
+            if not message:  # a bare assert: the failing line says what the test expected
+                import re
+
+                lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in e.get("traceback", [])]
+                marked = [ln.split("---->", 1)[1] for t in lines for ln in t.splitlines() if "---->" in ln]
+                message = re.sub(r"^\s*\d+\s*", "", marked[-1]).strip()[:300] if marked else "(no message)"
+            out.append(f"{autograded.stem}: {meta.get('grade_id', '?')} ({meta.get('points', 0):g} pt): "
+                       f"{e.get('ename', 'Error')}: {message}")
+    return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """nbgrader's SQLAlchemy warnings and the kernels' "running over TCP" notices go to a file,
+    shown only if grading fails."""
+    import warnings
+
+    log = tempfile.TemporaryFile()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield log
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def grade(folder: Path, name: str, student: str = "student") -> dict:
     """nbgrader autograde the notebooks in folder/ as `student`'s submission of `name`.
-    Returns {"score", "max_score", "notebooks": {notebook: (score, max)}}."""
+    Returns {"score", "max_score", "notebooks": {notebook: (score, max)}, "failures": [...]}:
+    each failed hidden test with what it raised."""
     from nbgrader.api import Gradebook
 
     with tempfile.TemporaryDirectory(prefix="nbgrader-") as t:
@@ -99,10 +143,14 @@ def grade(folder: Path, name: str, student: str = "student") -> dict:
         sub.mkdir(parents=True)
         for nb in folder.glob("*.ipynb"):
             shutil.copy(nb, sub / nb.name)
-        res = api.autograde(name, student, force=True, create=True)
+        with _quiet() as noise:
+            res = api.autograde(name, student, force=True, create=True)
         if not res["success"]:
-            raise RuntimeError(f"nbgrader autograde {name} failed:\n{res['log'][-3000:]}")
+            noise.seek(0)
+            raise RuntimeError(f"nbgrader autograde {name} failed:\n{res['log'][-3000:]}\n"
+                               f"{noise.read().decode(errors='replace')[-2000:]}")
+        failed = [f for nb in sorted((root / "autograded" / student / name).glob("*.ipynb")) for f in failures(nb)]
         with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
             s = gb.find_submission(name, student)
             per = {n.name: (n.score, n.max_score) for n in s.notebooks}
-            return {"score": s.score, "max_score": s.max_score, "notebooks": per}
+            return {"score": s.score, "max_score": s.max_score, "notebooks": per, "failures": failed}
