@@ -103,6 +103,43 @@ def stub_source(text: str, assignment: str, filename: str) -> str:
 NOTEBOOKS = "notebooks"  # solutions/notebooks: nbgrader sources, released by autograder/notebooks.py
 
 
+TABLE_MARKER = "<!-- grading table: written by `python -m autograder release` from the suites -->"
+
+
+def grading_table(assignment: str) -> str:
+    """The handout's table of graded tests, from the suite's own collection (points, tier and the
+    first line of each test's docstring), so that a handout cannot drift from what is graded."""
+    import ast
+
+    from . import SUITES_DIR
+    from .runner import collect
+
+    docs: dict[tuple[str, str], str] = {}
+
+    def doc_of(path: str, func: str) -> str:  # the docstring's first paragraph, read without importing
+        if (path, func) not in docs:
+            tree = ast.parse((SUITES_DIR / path).read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef):
+                    text = ast.get_docstring(node) or ""
+                    docs[(path, node.name)] = " ".join(text.split("\n\n")[0].split())
+        return docs.get((path, func), "")
+
+    rows: dict[str, dict] = {}
+    for t in collect(assignment):
+        path, _, func = t["nodeid"].partition("::")
+        base = func.split("[")[0]
+        r = rows.setdefault(base, dict(n=0, points=0.0, tier=t["tier"], doc=doc_of(path, base)))
+        r["n"] += 1
+        r["points"] += float(t["points"])
+    total = sum(r["points"] for r in rows.values())
+    lines = [TABLE_MARKER, "", "| test | cases | points | tier | what it checks |", "|---|---:|---:|---|---|"]
+    for base, r in rows.items():
+        lines.append(f"| `{base}` | {r['n']} | {r['points']:g} | {r['tier']} | {r['doc'].replace('|', chr(92) + '|')} |")
+    lines.append(f"| **total** | {sum(r['n'] for r in rows.values())} | **{total:g}** | | |")
+    return "\n".join(lines)
+
+
 def release_into(dest: Path) -> list[Path]:
     """Write the student tree for every assignment in solutions/ into dest; returns the files written."""
     written = []
@@ -116,6 +153,9 @@ def release_into(dest: Path) -> list[Path]:
             rel = py.relative_to(dest)
             py.write_text(stub_source(py.read_text(), src_dir.name, str(rel)))
             written.append(py)
+        readme = out_dir / "README.md"
+        if readme.is_file() and TABLE_MARKER in readme.read_text():
+            readme.write_text(readme.read_text().replace(TABLE_MARKER, grading_table(src_dir.name)))
     return written
 
 

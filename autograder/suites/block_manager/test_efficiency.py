@@ -16,6 +16,8 @@ SLOTS, BLOCK, LIMIT = 2048 * 24, 16, 300
 
 @pytest.mark.points(3)
 def test_paged_memory_efficiency(bm, grade):
+    """Replaying the trace through the paged manager keeps >= 90% of reserved KV slots live, and at least 3x
+    the max-length allocator's share."""
     trace = json.loads((DATA_DIR / "workloads" / "sharegpt_like.json").read_text())
     paged = bm.simulate.replay_paged(bm.kv_cache_manager.KVCacheManager, trace, SLOTS, BLOCK, limit=LIMIT)
     naive = bm.simulate.replay_naive(bm.naive.NaiveAllocator, trace, SLOTS, limit=LIMIT)
