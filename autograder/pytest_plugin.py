@@ -300,7 +300,7 @@ def short_reason(exc: BaseException) -> str:
     if name == "NotImplementedError":
         return f"not implemented: {first}" if first else "not implemented"
     text = f"{name}: {first}" if first else name
-    return text[:400]
+    return text if len(text) <= 1200 else text[:1200] + " ... (the whole message: results/logs/)"
 
 
 _state: dict[str, dict] = {}

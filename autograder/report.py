@@ -5,6 +5,7 @@ Every writer works from the same GradeReport, so the four never disagree.
 from __future__ import annotations
 
 import json
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -30,8 +31,13 @@ def terminal(report: GradeReport, verbose: bool = True) -> str:
             for t in a.tests:
                 short = t.nodeid.split("::")[-1]
                 pts = f"{_pts(t.score)}/{_pts(t.max_score)}"
-                reason = f"  {t.reason}" if t.reason else ""
-                lines.append(f"   {STATUS.get(t.status, t.status):4} {pts:>9}  {short:<{width}}{reason}"[:240])
+                head = f"   {STATUS.get(t.status, t.status):4} {pts:>9}  {short:<{width}}"
+                if len(head) + len(t.reason) + 2 <= 160:
+                    lines.append(f"{head}  {t.reason}" if t.reason else head)
+                else:  # a long reason in full, wrapped under the test's name
+                    lines.append(head)
+                    lines += textwrap.wrap(t.reason, 110, initial_indent=" " * 8, subsequent_indent=" " * 8,
+                                           break_on_hyphens=False)
         ung = f", {_pts(a.ungraded_max)} more not graded here" if a.ungraded_max else ""
         lines.append(f"   total {_pts(a.score)}/{_pts(a.graded_max)}{ung}")
         lines.append("")
