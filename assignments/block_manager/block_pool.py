@@ -45,6 +45,8 @@ class BlockPool:
         raise NotImplementedError("block_manager: BlockPool.get_new_blocks (block_manager/block_pool.py): check the count first; popleft each, evict its hash, set ref_cnt = 1")
 
     def _evict(self, block: KVCacheBlock) -> None:
+        """A helper of get_new_blocks: a reused block leaves the cache (its map entry, if the map
+        points at it, and its hash). Not called by the tests: write it if you use it."""
         raise NotImplementedError("block_manager: BlockPool._evict (block_manager/block_pool.py): if the block has a hash and the map points at it, delete the entry; clear the hash")
 
     def touch(self, blocks: list[KVCacheBlock]) -> None:

@@ -106,6 +106,8 @@ class KVCacheManager:
         raise NotImplementedError("block_manager: KVCacheManager.append_slots (block_manager/kv_cache_manager.py): count blocks needed (+1 for copy-on-write) against free blocks; then _append")
 
     def _needs_cow(self, seq: SequenceBlocks) -> int:
+        """A helper of append_slots and _append: 1 if the next token needs a private copy of the
+        last block first, else 0. Not called by the tests: write it if you use it."""
         raise NotImplementedError("block_manager: KVCacheManager._needs_cow (block_manager/kv_cache_manager.py): 1 if the last block is partly filled and shared")
 
     def _append(self, seq: SequenceBlocks, token_ids: list[int]) -> list[int]:

@@ -37,6 +37,10 @@ class FreeKVCacheBlockQueue:
     block at the back, and remove() takes a block out of the middle (a cached block revived
     by a prefix hit). The links live in the blocks themselves (prev_free_block,
     next_free_block), as in vLLM; a block not in the queue has both links None.
+
+    Attributes you keep, which the given methods (__len__, get_all_free_blocks) and the tests
+    read: `head` and `tail` (the first and last block, None when empty) and `num_free_blocks`.
+    Only this class changes them and the blocks' two links.
     """
 
     def __init__(self, blocks: list[KVCacheBlock]):

@@ -55,6 +55,8 @@ class BlockPool:
         # END SOLUTION
 
     def _evict(self, block: KVCacheBlock) -> None:
+        """A helper of get_new_blocks: a reused block leaves the cache (its map entry, if the map
+        points at it, and its hash). Not called by the tests: write it if you use it."""
         # BEGIN SOLUTION hint: if the block has a hash and the map points at it, delete the entry; clear the hash
         if block.block_hash is not None:
             if self.cached_block_hash_to_block.get(block.block_hash) is block:

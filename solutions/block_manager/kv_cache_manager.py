@@ -142,6 +142,8 @@ class KVCacheManager:
         # END SOLUTION
 
     def _needs_cow(self, seq: SequenceBlocks) -> int:
+        """A helper of append_slots and _append: 1 if the next token needs a private copy of the
+        last block first, else 0. Not called by the tests: write it if you use it."""
         # BEGIN SOLUTION hint: 1 if the last block is partly filled and shared
         partial = len(seq.token_ids) % self.block_size != 0
         return int(bool(seq.blocks) and partial and seq.blocks[-1].ref_cnt > 1)

@@ -36,7 +36,11 @@ def _reshape_and_cache_kernel(key_ptr, value_ptr, key_cache_ptr, value_cache_ptr
                               stride_cb, stride_ct, stride_ch,
                               NUM_KV_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                               HD_POW2: tl.constexpr):
-    """One program per token: copy its [num_kv_heads, head_size] K and V into its slot."""
+    """One program per token: copy its [num_kv_heads, head_size] K and V into its slot.
+
+    HD_POW2: num_kv_heads * head_size rounded up to a power of two (tl.arange needs one); the
+    lanes past the real size are masked off.
+    """
     # BEGIN SOLUTION hint: slot = load(slot_ptr + t); skip if < 0; flatten (head, dim) into one arange; masked load, masked store
     t = tl.program_id(0)
     idx = tl.arange(0, HD_POW2)
@@ -102,6 +106,11 @@ def _paged_decode_kernel(out_ptr, m_ptr, l_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
     SPLIT=True: write this split's normalised partial output to tmp out[seq, head, split, :]
         and its running max and sum to m[seq, head, split], l[seq, head, split]; a split with
         no tokens writes m = -inf, l = 0, out = 0.
+
+    PADDED_GROUP: QUERY_GROUP rounded up to a power of two and to at least 16, because tl.dot
+    needs every dimension >= 16 on a GPU (the extra rows are masked off). IEEE: fp32 inputs use
+    input_precision="ieee" in tl.dot (exact fp32 products; the default would use TF32 on a GPU
+    and miss the fp32 tolerance); fp16 / bf16 inputs use the tensor cores as they are.
     """
     # BEGIN SOLUTION hint: q tile [PADDED_GROUP, HEAD_SIZE]; per tile gather block ids, load K/V rows masked, s = dot(q, k^T) * scale, online softmax, acc += dot(p, v)
     seq = tl.program_id(0)
@@ -205,6 +214,9 @@ def _check_decode(query, key_cache, value_cache, block_tables, seq_lens, out):
 
 
 def _tile_n(block_size: int) -> int:
+    """Tokens per tile of the decode kernel. Independent of block_size (a tile may span several
+    KV blocks, or part of one: the kernel gathers each token's block); 64 on a GPU, 16 in the
+    interpreter, where every tile is a slow Python loop over its lanes."""
     return 16 if INTERPRET else 64
 
 
