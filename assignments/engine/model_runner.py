@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from block_manager.kv_cache_manager import KVCacheManager
 from kv_cache.attention import attend
 from kv_cache.rope import apply_rotary, rotary_cos_sin
+
+from .scheduler import ScheduledSeq
 
 
 @dataclass
@@ -40,7 +43,7 @@ class _Split:
     prefill_inputs: BatchInputs | None
 
 
-def prepare_inputs(plan, kv_manager, device) -> BatchInputs:
+def prepare_inputs(plan: list[ScheduledSeq], kv_manager: KVCacheManager, device: torch.device) -> BatchInputs:
     """Build a step's tensors from the scheduler's plan (a list of ScheduledSeq).
 
     For a ScheduledSeq with sequence `seq` computing `num_tokens` tokens: its tokens are

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kv_cache.sampling import SamplingParams
+
 
 class Status(enum.Enum):
     WAITING = "waiting"
@@ -17,7 +19,7 @@ class Status(enum.Enum):
 class Sequence:
     seq_id: str
     prompt_token_ids: list[int]
-    params: object                       # kv_cache.sampling.SamplingParams
+    params: SamplingParams
     arrival: int = 0                     # order of arrival (first come, first served)
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0         # tokens whose K/V are in the cache
