@@ -10,6 +10,8 @@ TRITON_SPEC ?= triton==3.6.0
 # DeepSpeed (the ZeRO baseline, CPU and GPU) and nbgrader (the tutorial notebooks).
 EXTRAS ?= deepspeed,notebooks
 IMPL ?= assignments
+A ?=
+K ?=
 OUT ?= results
 BIN := $(VENV)/bin
 
@@ -32,8 +34,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
+# make grade A=kv_cache grades one assignment; K='attend' adds -k (a partial run writes results/partial/)
 grade: setup
-	$(BIN)/python -m autograder grade --impl $(IMPL) --out $(OUT)
+	$(BIN)/python -m autograder grade $(A) --impl $(IMPL) --out $(OUT) $(if $(K),-k "$(K)")
 
 # In the student edition (python -m autograder student-repo), which has no solutions/ to test the
 # course against, `make test` grades the student's assignments.

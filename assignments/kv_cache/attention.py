@@ -38,8 +38,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_valid: torch.Te
         kv_valid: [batch, S] bool, or None (all valid)
         scale: multiply q.k by this (1 / sqrt(head_dim))
     Returns:
-        [batch, num_heads, T, head_dim] in q's dtype. Compute scores, softmax and the weighted
-        sum in float32. A query that sees no key at all (a padding query) returns zeros, not NaN.
+        [batch, num_heads, T, head_dim] in q's dtype. Compute the scores q.k and the softmax in
+        float32 (scores in bf16 lose their low bits: at a score of 30, about 0.1); the weighted
+        sum may use float32 too. A query that sees no key at all (a padding query) returns
+        zeros, not NaN.
     """
     raise NotImplementedError("kv_cache: attend (kv_cache/attention.py): scores in fp32 = scale * q @ k^T over repeat_kv'd heads; mask with -inf; softmax; NaN rows -> 0; @ v")
 
