@@ -38,6 +38,7 @@ def title(name: str) -> str:
 class SpeedScale:
     full: float
     zero: float
+    review: float | None = None  # flag ratios above this for a human; None: [speed] review
 
     def fraction(self, ratio: float) -> float:
         """Share of the points for a speed ratio (baseline_time / student_time)."""
@@ -55,10 +56,17 @@ def speed_scale(assignment: str, key: str) -> SpeedScale:
         entry = load()["assignments"][assignment]["speed"][key]
     except KeyError:
         raise KeyError(f"autograder/grading.toml has no [assignments.{assignment}.speed] {key} = {{full=..., zero=...}}")
-    return SpeedScale(full=float(entry["full"]), zero=float(entry["zero"]))
+    review = entry.get("review")
+    return SpeedScale(full=float(entry["full"]), zero=float(entry["zero"]),
+                      review=None if review is None else float(review))
 
 
-def review_ratio() -> float:
+def review_ratio(assignment: str | None = None, key: str | None = None) -> float:
+    """Ratios above this are flagged for review: the speed entry's own `review`, else [speed] review."""
+    if assignment is not None and key is not None:
+        own = speed_scale(assignment, key).review
+        if own is not None:
+            return own
     return float(load()["speed"]["review"])
 
 

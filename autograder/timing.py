@@ -55,6 +55,7 @@ class Comparison:
     student: str
     baseline: str
     environment: dict
+    review: float | None = None  # set by record() from the test's grading.toml entry
 
     def median_rate(self, name: str, sizes: list[float]) -> float:
         """Median over trials of sizes[t] / time[t] per second, for sizes[t] the work of trial t
@@ -71,7 +72,7 @@ class Comparison:
 
     @property
     def needs_review(self) -> bool:
-        return self.ratio > config.review_ratio()
+        return self.ratio > (self.review if self.review is not None else config.review_ratio())
 
     def describe(self) -> str:
         parts = [f"{n} {t.median_ms:.3f} ms (IQR {t.iqr_ms:.3f}, n={t.samples})" for n, t in self.timings.items()]
@@ -192,6 +193,7 @@ def _iqr(xs: list[float]) -> float:
 def record(grade, cmp: Comparison, assignment: str, key: str) -> float:
     """Turn a comparison into the test's share of points (grading.toml) and record the figures."""
     scale = config.speed_scale(assignment, key)
+    cmp.review = config.review_ratio(assignment, key)
     frac = scale.fraction(cmp.ratio)
     grade.extra.update(cmp.to_dict())
     grade.extra["needs_review"] = cmp.needs_review

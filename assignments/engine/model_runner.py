@@ -11,7 +11,7 @@ KV caches, one pair per layer: [num_blocks, block_size, num_kv_heads, head_size]
 """
 from __future__ import annotations
 
-import itertools
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -33,14 +33,6 @@ class BatchInputs:
     block_tables: torch.Tensor
     max_seq_len: int
     decode_only: bool
-
-
-@dataclass
-class _Split:
-    """A mixed step, split once per step (see ModelRunner._split)."""
-    decode: tuple | None           # (token index, block tables, seq lens, max seq len) of 1-token sequences
-    prefill: torch.Tensor | None   # token index of the prompt-chunk tokens
-    prefill_inputs: BatchInputs | None
 
 
 def prepare_inputs(plan: list[ScheduledSeq], kv_manager: KVCacheManager, device: torch.device) -> BatchInputs:
@@ -67,13 +59,84 @@ def paged_attention_reference(q, key_cache, value_cache, inputs: BatchInputs, sc
     raise NotImplementedError("engine: paged_attention_reference (engine/model_runner.py): per sequence: idx = arange(seq_len); blocks = table[idx // bs]; k = key_cache[blocks, idx % bs]; attend on [1, heads, len, D] views")
 
 
-class ModelRunner:
-    """The course model (kv_cache.model.CausalLM) run token-flat over paged caches. Given."""
+class _DecodeGraphs:
+    """CUDA graphs of the decode-only forward, one per batch-size bucket (vLLM's and nano-vllm's
+    way of removing the launch overhead: a step of 24 layers is ~300 kernel launches, ~3 ms of
+    Python, for ~1 ms of GPU work). A graph replays fixed kernels on fixed memory, so the step's
+    inputs are copied into static buffers first; a batch of n sequences runs the smallest bucket
+    >= n, its extra rows padded (slot -1: nothing written; seq_len 1).
 
-    def __init__(self, model, num_blocks: int, block_size: int, use_kernels: bool | None = None):
+    Captured lazily, the first time a bucket is needed, with that step's real inputs in the
+    buffers (the warm-up and the capture write the same K/V into the same slots as the replay)."""
+
+    def __init__(self, runner: "ModelRunner", max_num_seqs: int, max_blocks_per_seq: int):
+        self.runner = runner
+        self.sizes = [b for b in (1, 2, 4, 8, *range(16, max_num_seqs + 16, 16)) if b < max_num_seqs] + [max_num_seqs]
+        dev = runner.device
+        self.input_ids = torch.zeros(max_num_seqs, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(max_num_seqs, dtype=torch.long, device=dev)
+        self.slot_mapping = torch.full((max_num_seqs,), -1, dtype=torch.long, device=dev)
+        self.seq_lens = torch.ones(max_num_seqs, dtype=torch.int32, device=dev)
+        self.block_tables = torch.zeros(max_num_seqs, max_blocks_per_seq, dtype=torch.int32, device=dev)
+        self.max_seq_len = max_blocks_per_seq * runner.block_size  # a bound fixed at capture, not this step's
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = None
+
+    def _forward(self, b: int) -> torch.Tensor:
+        r = self.runner
+        tables, lens = self.block_tables[:b], self.seq_lens[:b]
+
+        def attention(q, kc, vc, scale):
+            return r.kernels.paged_attention(q, kc, vc, tables, lens, scale, self.max_seq_len)
+
+        return r.run_layers(self.input_ids[:b], self.positions[:b], self.slot_mapping[:b], attention,
+                            torch.arange(b, device=r.device))
+
+    def run(self, inputs: BatchInputs) -> torch.Tensor | None:
+        """Logits [num_seqs, vocab], or None when the batch is larger than the largest bucket."""
+        n = inputs.input_ids.shape[0]
+        b = next((s for s in self.sizes if s >= n), None)
+        if b is None:
+            return None
+        w = inputs.block_tables.shape[1]
+        self.input_ids[:n].copy_(inputs.input_ids)
+        self.positions[:n].copy_(inputs.positions)
+        self.slot_mapping[:n].copy_(inputs.slot_mapping)
+        self.slot_mapping[n:b].fill_(-1)
+        self.seq_lens[:n].copy_(inputs.seq_lens)
+        self.seq_lens[n:b].fill_(1)
+        self.block_tables[:n, :w].copy_(inputs.block_tables)  # columns past w: never read (seq_lens)
+        if b not in self.graphs:
+            for _ in range(2):  # compiles the Triton kernels and settles cuBLAS before capture
+                self._forward(b)
+            torch.cuda.synchronize(self.runner.device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                logits = self._forward(b)
+            self.pool = graph.pool()  # every bucket's graph shares one memory pool: they never run at once
+            self.graphs[b] = (graph, logits)
+        graph, logits = self.graphs[b]
+        graph.replay()
+        return logits[:n]
+
+
+class ModelRunner:
+    """The course model (kv_cache.model.CausalLM) run token-flat over paged caches. Given.
+
+    Three paths, by step and device:
+      - CPU: every token through paged_attention_reference (your PyTorch version).
+      - GPU, decodes only: your paged_attention kernel, the whole forward replayed as a CUDA
+        graph (_DecodeGraphs) when the kernels allow capture (no host sync in them).
+      - GPU, prompt chunks (with or without decodes): one unified_attention call per layer for
+        every token of the step (engine/unified_attention.py).
+    """
+
+    def __init__(self, model, num_blocks: int, block_size: int, use_kernels: bool | None = None,
+                 max_num_seqs: int = 128, max_model_len: int | None = None, cuda_graphs: bool = True):
         self.model = model
         c = model.config
         self.device, self.dtype = model.device, model.dtype
+        self.block_size = block_size
         shape = (num_blocks, block_size, c.num_kv_heads, c.head_dim)
         self.kv_caches = [(torch.empty(shape, dtype=self.dtype, device=self.device),
                            torch.empty(shape, dtype=self.dtype, device=self.device)) for _ in range(c.num_layers)]
@@ -84,6 +147,10 @@ class ModelRunner:
             from paged_attention import kernels  # imported only here: it needs Triton
 
             self.kernels = kernels
+        self.graphs = None
+        if cuda_graphs and self.device.type == "cuda":
+            max_len = max_model_len or num_blocks * block_size
+            self.graphs = _DecodeGraphs(self, max_num_seqs, -(-max_len // block_size))
 
     def write_cache(self, layer: int, k, v, slot_mapping) -> None:
         kc, vc = self.kv_caches[layer]
@@ -93,45 +160,14 @@ class ModelRunner:
             kc.view(-1, *kc.shape[2:])[slot_mapping] = k
             vc.view(-1, *vc.shape[2:])[slot_mapping] = v
 
-    def _split(self, inputs: BatchInputs) -> "_Split":
-        """With kernels: which tokens are decodes (1 query: the Triton decode kernel, batched) and
-        which are prompt chunks (the per-sequence PyTorch path). Built once per step, not per layer:
-        a mixed step with 80 decodes and one prompt chunk must not loop over 80 sequences 24 times."""
-        if inputs.decode_only:
-            return _Split(None, None, None)
-        qsl = inputs.query_start_loc.tolist()
-        q_lens = [b - a for a, b in zip(qsl, qsl[1:])]
-        dec = [s for s, n in enumerate(q_lens) if n == 1]
-        pre = [s for s, n in enumerate(q_lens) if n > 1]
-        dev = inputs.input_ids.device
-        decode = None
-        if dec:
-            seqs = torch.tensor(dec, device=dev)
-            lens = inputs.seq_lens[seqs]
-            decode = (torch.tensor([qsl[s] for s in dec], device=dev), inputs.block_tables[seqs], lens, int(lens.max()))
-        tok = torch.tensor([t for s in pre for t in range(qsl[s], qsl[s + 1])], device=dev)
-        pre_qsl = torch.tensor([0, *itertools.accumulate(q_lens[s] for s in pre)], device=dev, dtype=torch.int32)
-        seqs = torch.tensor(pre, device=dev)
-        sub = BatchInputs(inputs.input_ids[tok], inputs.positions[tok], inputs.slot_mapping[tok], pre_qsl,
-                          inputs.seq_lens[seqs], inputs.block_tables[seqs], int(inputs.seq_lens[seqs].max()), False)
-        return _Split(decode, tok, sub)
-
-    def _mixed_attention(self, q, kc, vc, split: "_Split", scale: float) -> torch.Tensor:
-        out = torch.empty_like(q)
-        if split.decode is not None:
-            idx, tables, lens, max_len = split.decode
-            out[idx] = self.kernels.paged_attention(q[idx].contiguous(), kc, vc, tables, lens, scale, max_len)
-        out[split.prefill] = paged_attention_reference(q[split.prefill], kc, vc, split.prefill_inputs, scale, self.attend)
-        return out
-
-    @torch.no_grad()
-    def forward(self, inputs: BatchInputs) -> torch.Tensor:
-        """Logits [num_seqs, vocab] (float32) at each scheduled sequence's last token."""
+    def run_layers(self, input_ids, positions, slot_mapping, attention, last) -> torch.Tensor:
+        """The model over a step's flat tokens. attention(q, key_cache, value_cache, scale) ->
+        [num_tokens, num_heads, head_size] is the step's attention (the new K/V are cached
+        already); last: the token index of each sequence's logits. Returns [num_seqs, vocab] fp32."""
         m, c = self.model, self.model.config
-        x = m.model.embed_tokens(inputs.input_ids)[None]                     # [1, N, hidden]
-        cos, sin = self.rotary_cos_sin(inputs.positions[None], m.inv_freq, x.dtype)
+        x = m.model.embed_tokens(input_ids)[None]                            # [1, N, hidden]
+        cos, sin = self.rotary_cos_sin(positions[None], m.inv_freq, x.dtype)
         N = x.shape[1]
-        split = self._split(inputs) if self.kernels is not None else None
         for i, layer in enumerate(m.model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -139,16 +175,38 @@ class ModelRunner:
             k = attn.k_proj(h).view(1, N, c.num_kv_heads, c.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(1, N, c.num_kv_heads, c.head_dim)[0]
             q, k = self.apply_rotary(q, cos, sin)[0].transpose(0, 1), self.apply_rotary(k, cos, sin)[0].transpose(0, 1)
-            self.write_cache(i, k.contiguous(), v.contiguous(), inputs.slot_mapping)
+            self.write_cache(i, k.contiguous(), v.contiguous(), slot_mapping)
             kc, vc = self.kv_caches[i]
-            if split is None:
-                o = paged_attention_reference(q, kc, vc, inputs, attn.scale, self.attend)
-            elif split.prefill is None:
-                o = self.kernels.paged_attention(q.contiguous(), kc, vc, inputs.block_tables, inputs.seq_lens,
-                                                 attn.scale, inputs.max_seq_len)
-            else:
-                o = self._mixed_attention(q, kc, vc, split, attn.scale)
+            o = attention(q.contiguous(), kc, vc, attn.scale)
             x = x + attn.o_proj(o.reshape(1, N, c.num_heads * c.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        last = inputs.query_start_loc[1:].long() - 1
         return m.lm_head(m.model.norm(x[0, last])).float()
+
+    @torch.no_grad()
+    def forward(self, inputs: BatchInputs) -> torch.Tensor:
+        """Logits [num_seqs, vocab] (float32) at each scheduled sequence's last token."""
+        if self.kernels is None:
+            def attention(q, kc, vc, scale):
+                return paged_attention_reference(q, kc, vc, inputs, scale, self.attend)
+        elif inputs.decode_only:
+            if self.graphs is not None:
+                try:
+                    logits = self.graphs.run(inputs)
+                except RuntimeError as e:  # e.g. a host sync in the kernels: run eagerly from now on
+                    print(f"engine/model_runner.py: CUDA-graph capture failed, running eagerly: {e}", file=sys.stderr)
+                    self.graphs = None
+                    logits = None
+                if logits is not None:
+                    return logits
+
+            def attention(q, kc, vc, scale):
+                return self.kernels.paged_attention(q, kc, vc, inputs.block_tables, inputs.seq_lens, scale,
+                                                    inputs.max_seq_len)
+        else:
+            from .unified_attention import unified_attention  # imported only here: it needs Triton
+
+            def attention(q, kc, vc, scale):  # at most every token of the step in one sequence's chunk
+                return unified_attention(q, kc, vc, inputs.query_start_loc, inputs.seq_lens, inputs.block_tables,
+                                         scale, max_query_len=q.shape[0])
+        last = inputs.query_start_loc[1:].long() - 1
+        return self.run_layers(inputs.input_ids, inputs.positions, inputs.slot_mapping, attention, last)

@@ -60,6 +60,72 @@ class VllmOffline:
                                  use_tqdm=False)
         return [list(o.outputs[0].token_ids) for o in outs]
 
+    def stepped(self, prompts: list[list[int]], output_lens: list[int]) -> dict:
+        """The workload again, all requests added at t=0 and vLLM's engine stepped by hand, a
+        timestamp per new token (as fixtures/engine_bench.run_engine does for the course's
+        engine): seconds, ttft_s per request, itl_s per token after the first."""
+        import time
+
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        engine = self.llm.llm_engine
+        t0 = time.perf_counter()
+        for i, (p, n) in enumerate(zip(prompts, output_lens)):
+            engine.add_request(str(i), TokensPrompt(prompt_token_ids=list(p)),
+                               SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True))
+        seen, last, ttft, itl = [0] * len(prompts), {}, [0.0] * len(prompts), []
+        while engine.has_unfinished_requests():
+            outs = engine.step()
+            now = time.perf_counter() - t0
+            for o in outs:
+                i = int(o.request_id)
+                n = len(o.outputs[0].token_ids)
+                if n > seen[i]:
+                    if i in last:
+                        itl += [(now - last[i]) / (n - seen[i])] * (n - seen[i])
+                    else:
+                        ttft[i] = now
+                    seen[i], last[i] = n, now
+        return dict(seconds=time.perf_counter() - t0, ttft_s=ttft, itl_s=itl, output_tokens=seen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m autograder.baselines.engines MODEL_DIR WORKLOAD.json [--eager]`: vLLM on a
+    workload in a process of its own (`bench engine` runs it so: `import vllm` changes the
+    importing process). WORKLOAD.json: {"max_model_len", "kv_blocks", "block_size",
+    "max_num_seqs", "warm": [[prompt, output_len], ...], "requests": [...]}. Prints one JSON
+    line: the configuration, generate()'s seconds and tokens, and the stepped run's latencies."""
+    import argparse
+    import json
+    import time
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("workload")
+    ap.add_argument("--eager", action="store_true")
+    a = ap.parse_args(argv)
+    w = json.loads(open(a.workload).read())
+    t0 = time.perf_counter()
+    vo = VllmOffline(a.model_dir, w["max_model_len"], w["kv_blocks"], w["block_size"], w["max_num_seqs"],
+                     enforce_eager=a.eager)
+    startup = time.perf_counter() - t0
+    warm, reqs = w["warm"], w["requests"]
+    vo.generate([p for p, _ in warm], [n for _, n in warm])
+    runs, tokens = [], None
+    for _ in range(2):
+        t0 = time.perf_counter()
+        tokens = vo.generate([p for p, _ in reqs], [n for _, n in reqs])
+        runs.append(time.perf_counter() - t0)
+    stepped = vo.stepped([p for p, _ in reqs], [n for _, n in reqs])
+    print("VLLM_RESULT " + json.dumps(dict(description=vo.description, config=vo.config, startup_s=startup,
+                                           generate_s=runs, outputs=tokens, stepped=stepped)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
 
 @register("deepspeed.zero")
 def deepspeed_zero() -> Baseline:

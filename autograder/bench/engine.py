@@ -4,6 +4,7 @@ batching and, where vLLM is importable, vLLM's LLM.generate, on the same workloa
 percentiles; a plot of running batch size and KV-cache use over time (PNG)."""
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -11,27 +12,30 @@ from .. import baselines
 from ..environment import describe, one_line
 
 
-def _vllm(eb, reqs):
-    """vLLM on the same random-weight model (load_format="dummy", token-id prompts, no tokenizer)."""
-    import time
-
-    import torch
-    from vllm import LLM, SamplingParams
-    from vllm.inputs import TokensPrompt
+def _vllm(eb, warm, reqs, eager: bool) -> dict:
+    """vLLM's LLM.generate on the same checkpoint (the same weights) and KV blocks, in a process of
+    its own (autograder/baselines/engines.py main): `import vllm` changes the importing process."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
 
     from llmsys.models import model_path
 
-    llm = LLM(model=str(model_path(eb.MODEL)), dtype="bfloat16", load_format="dummy", skip_tokenizer_init=True,
-              max_model_len=eb.MAX_MODEL_LEN, num_gpu_blocks_override=eb.KV_BLOCKS, block_size=eb.BLOCK_SIZE,
-              max_num_seqs=eb.MAX_NUM_SEQS, enable_prefix_caching=False, gpu_memory_utilization=0.5)
-    prompts = [TokensPrompt(prompt_token_ids=r.prompt) for r in reqs]
-    params = [SamplingParams(temperature=0.0, max_tokens=r.output_len, ignore_eos=True) for r in reqs]
-    llm.generate(prompts[:8], params[:8])
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    llm.generate(prompts, params)
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    w = dict(max_model_len=eb.MAX_MODEL_LEN, kv_blocks=eb.KV_BLOCKS, block_size=eb.BLOCK_SIZE,
+             max_num_seqs=eb.MAX_NUM_SEQS, warm=[[r.prompt, r.output_len] for r in warm],
+             requests=[[r.prompt, r.output_len] for r in reqs])
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(w, f)
+    try:
+        cmd = [sys.executable, "-m", "autograder.baselines.engines", str(model_path(eb.MODEL)), f.name]
+        r = subprocess.run(cmd + (["--eager"] if eager else []), capture_output=True, text=True, timeout=900)
+    finally:
+        os.unlink(f.name)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("VLLM_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"vLLM exited {r.returncode}: {(r.stdout + r.stderr)[-1500:]}")
+    return json.loads(line[len("VLLM_RESULT "):])
 
 
 def _plot(res, out: Path) -> Path | None:
@@ -79,7 +83,7 @@ def run(out: Path) -> int:
     llm = eb.make_llm(eng)
     hf = eb.hf_model()
     vocab = llm.model.config.vocab_size
-    warm = eb.workload(1, vocab, n=8)
+    warm = eb.workload(1, vocab)  # a whole workload: every CUDA-graph bucket captured before the timed run
     eb.run_engine(eng, llm, warm)
     eb.run_static_batching(hf, warm)
     reqs = eb.workload(2, vocab)
@@ -91,30 +95,45 @@ def run(out: Path) -> int:
     tokens = sum(r.output_len for r in reqs)
     prompt_tokens = sum(len(r.prompt) for r in reqs)
     rows = [("student engine", ours.seconds), ("transformers static batching", static.seconds)]
+    engine_steps, preemptions = len(ours.timeline), llm.engine.scheduler.num_preemptions
+    del llm, hf  # vLLM checks the GPU's free memory at start-up
+    gc.collect()
+    torch.cuda.empty_cache()
+    latency = {"student engine": (ours.ttft_s, ours.itl_s)}
+    vllm_runs = {}
     base = baselines.get("vllm.engine")
     if base.available:
-        try:
-            rows.append((f"vLLM {base.version} LLM.generate", _vllm(eb, reqs)))
-        except Exception as e:  # noqa: BLE001 - a vLLM that will not start is reported, not fatal
-            print(f"vLLM not compared: {type(e).__name__}: {e}")
+        for eager in (False, True):
+            try:
+                v = _vllm(eb, warm, reqs, eager)
+            except Exception as e:  # noqa: BLE001 - a vLLM that will not start is reported, not fatal
+                print(f"vLLM ({'eager' if eager else 'compiled'}) not compared: {type(e).__name__}: {e}")
+                continue
+            eb.check_outputs(eb.RunResult(min(v["generate_s"]), v["outputs"]), reqs, logits, v["description"])
+            rows.append((v["description"], min(v["generate_s"])))
+            latency[v["description"]] = (v["stepped"]["ttft_s"], v["stepped"]["itl_s"])
+            vllm_runs[v["description"]] = {k: x for k, x in v.items() if k != "outputs"}
     else:
         print(f"vLLM LLM.generate not compared: {base.reason}")
     print(f"\n{len(reqs)} requests, {prompt_tokens} prompt + {tokens} output tokens, KV memory {eb.KV_BLOCKS} blocks "
           f"x {eb.BLOCK_SIZE} tokens (= {eb.STATIC_BATCH} x max_model_len {eb.MAX_MODEL_LEN}), bf16, {eb.MODEL}:")
-    print(f"  {'':34} {'s':>7} {'req/s':>7} {'out tok/s':>10} {'total tok/s':>12} {'vs static':>10}")
+    print(f"  {'':55} {'s':>7} {'req/s':>7} {'out tok/s':>10} {'total tok/s':>12} {'vs static':>10} {'engine is':>10}")
     for name, s in rows:
-        print(f"  {name:34} {s:>7.2f} {len(reqs) / s:>7.2f} {tokens / s:>10.0f} {(tokens + prompt_tokens) / s:>12.0f} "
-              f"{static.seconds / s:>9.2f}x")
-    ttft, itl = eb.percentiles(ours.ttft_s), eb.percentiles(ours.itl_s)
-    print(f"\nengine latency (all requests arrive at t=0): TTFT p50/p90/p99 {ttft['p50']:.3f} / {ttft['p90']:.3f} / "
-          f"{ttft['p99']:.3f} s;  ITL p50/p90/p99 {1e3 * itl['p50']:.1f} / {1e3 * itl['p90']:.1f} / {1e3 * itl['p99']:.1f} ms")
+        print(f"  {name:55} {s:>7.2f} {len(reqs) / s:>7.2f} {tokens / s:>10.0f} {(tokens + prompt_tokens) / s:>12.0f} "
+              f"{static.seconds / s:>9.2f}x {s / ours.seconds:>9.2f}x")
+    print("\nlatency (all requests arrive at t=0; vLLM stepped through LLMEngine.step, a second run):")
+    for name, (tt, it) in latency.items():
+        ttft, itl = eb.percentiles(tt), eb.percentiles(it)
+        print(f"  {name:55} TTFT p50/p90/p99 {ttft['p50']:.3f} / {ttft['p90']:.3f} / {ttft['p99']:.3f} s;  "
+              f"ITL p50/p90/p99 {1e3 * itl['p50']:.1f} / {1e3 * itl['p90']:.1f} / {1e3 * itl['p99']:.1f} ms")
     print(f"peak running sequences {max(s['running'] for s in ours.timeline)}, "
           f"peak KV use {100 * max(s['kv_blocks_used'] for s in ours.timeline) / eb.KV_BLOCKS:.0f}%, "
-          f"engine steps {len(ours.timeline)}, preemptions {llm.engine.scheduler.num_preemptions}")
+          f"engine steps {engine_steps}, preemptions {preemptions}")
     result = dict(environment=describe(), requests=len(reqs), prompt_tokens=prompt_tokens, output_tokens=tokens,
                   kv_blocks=eb.KV_BLOCKS, block_size=eb.BLOCK_SIZE, static_batch=eb.STATIC_BATCH,
-                  seconds={n: s for n, s in rows}, ttft_s=ttft, itl_s=itl, timeline=ours.timeline,
-                  vllm=None if base.available else base.reason)
+                  seconds={n: s for n, s in rows},
+                  latency={n: dict(ttft_s=eb.percentiles(tt), itl_s=eb.percentiles(it)) for n, (tt, it) in latency.items()},
+                  timeline=ours.timeline, vllm=vllm_runs if base.available else base.reason)
     (out / "engine.json").write_text(json.dumps(result, indent=1, default=str))
     png = _plot(ours, out)
     print(f"\nwrote {out / 'engine.json'}" + (f" and {png}" if png else ""))

@@ -11,6 +11,7 @@ num_kv_blocks, or enough for max_num_seqs sequences of max_model_len).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -51,6 +52,30 @@ class StepStats:
     num_waiting: int
     num_tokens: int
     kv_blocks_used: int
+
+
+def sample_batch(logits: torch.Tensor, rows: list[int], seqs: list[Sequence]) -> list[int]:
+    """One token for each of `seqs` from its row of logits [num_seqs, vocab], with one host sync
+    for the whole step. Sequences with the same temperature / top-k / top-p and no seed of their
+    own are sampled together, by one call of sample(); a seeded sequence draws from its own
+    generator alone, so its tokens do not depend on its batch companions."""
+    if not seqs:
+        return []
+    groups: dict[tuple, list[int]] = {}
+    for j, seq in enumerate(seqs):
+        p = seq.params
+        key = (p.temperature, p.top_k, p.top_p) if seq.generator is None else ("seeded", j)
+        groups.setdefault(key, []).append(j)
+    picks, order = [], []
+    for js in groups.values():
+        index = [rows[j] for j in js]
+        part = logits if index == list(range(logits.shape[0])) else logits[torch.tensor(index, device=logits.device)]
+        picks.append(sample(part, seqs[js[0]].params, seqs[js[0]].generator))
+        order += js
+    tokens = [0] * len(seqs)
+    for j, tok in zip(order, torch.cat(picks).tolist()):
+        tokens[j] = tok
+    return tokens
 
 
 @dataclass
@@ -99,14 +124,15 @@ class LLMEngine:
         self.stats.append(StepStats(len(self.scheduler.running), len(self.scheduler.waiting),
                                     sum(p.num_tokens for p in plan), kv.pool.num_blocks - kv.get_num_free_blocks()))
         logits = self.runner.forward(prepare_inputs(plan, kv, self.runner.device))
+        rows, done = [], []
+        for i, p in enumerate(plan):
+            p.seq.num_computed_tokens += p.num_tokens
+            if p.seq.num_uncomputed == 0:  # else a prompt chunk: nothing to sample yet
+                rows.append(i)
+                done.append(p.seq)
         eos = set(self.model.config.eos_token_id or [])
         new = []
-        for p, row in zip(plan, logits):
-            seq = p.seq
-            seq.num_computed_tokens += p.num_tokens
-            if seq.num_uncomputed > 0:  # a prompt chunk: nothing to sample yet
-                continue
-            tok = int(sample(row[None], seq.params, seq.generator)[0])
+        for seq, tok in zip(done, sample_batch(logits, rows, done)):
             seq.output_token_ids.append(tok)
             new.append((seq, tok))
             if not seq.params.ignore_eos and tok in eos:
@@ -154,7 +180,8 @@ class LLM:
 
             tokenizer = AutoTokenizer.from_pretrained(folder)
         self.engine = LLMEngine(self.model, Scheduler(manager, max_num_seqs, max_num_batched_tokens),
-                                ModelRunner(self.model, num_kv_blocks, block_size), tokenizer)
+                                ModelRunner(self.model, num_kv_blocks, block_size, max_num_seqs=max_num_seqs,
+                                            max_model_len=max_model_len), tokenizer)
         self.num_kv_blocks = num_kv_blocks
 
     def _tokens(self, prompt) -> list[int]:
@@ -170,7 +197,7 @@ class LLM:
     def _params(self, prompt, params):
         limit = self.max_model_len - len(prompt)
         if params.max_tokens > limit:
-            params = SamplingParams(**{**params.__dict__, "max_tokens": limit})
+            params = dataclasses.replace(params, max_tokens=limit)
         return params
 
     def generate(self, prompts, sampling_params=None) -> list[RequestOutput]:

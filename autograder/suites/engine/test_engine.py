@@ -111,8 +111,8 @@ def test_eos_streaming_and_seeds(eng, rng):
 @pytest.mark.points(2)
 def test_kernel_path_on_cpu(eng, rng):
     """The engine's GPU path, run on the CPU in Triton's interpreter: the cache written by
-    reshape_and_cache, decodes through paged_attention (steps of decodes only, and steps mixing
-    decodes with prompt chunks): the greedy tokens equal transformers'."""
+    reshape_and_cache, steps of decodes only through paged_attention, steps mixing decodes with
+    prompt chunks through the given unified_attention: the greedy tokens equal transformers'."""
     from autograder.impl import load
     from autograder.remote.client import gather
 
