@@ -9,6 +9,7 @@ Shapes:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .kv_cache import KVCache

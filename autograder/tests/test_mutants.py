@@ -17,8 +17,13 @@ KV_MUTANTS = {
                                    "filtered = apply_top_k_top_p(logits, params.top_k, params.top_p) / params.temperature")]},
         "frequencies", ["test_sampling_frequencies"]),
     "scores_in_bf16": (
-        {"kv_cache/attention.py": [("scores = torch.matmul(q.float(), k.transpose(-1, -2)) * scale",
-                                    "scores = (torch.matmul(q, k.to(q.dtype).transpose(-1, -2)) * scale).float()")]},
+        {"kv_cache/attention.py": [(
+            "    out = F.scaled_dot_product_attention(q.float(), repeat_kv(k, n_rep).float(), repeat_kv(v, n_rep).float(),\n"
+            "                                         attn_mask=mask, scale=scale)\n",
+            "    scores = torch.matmul(q, repeat_kv(k, n_rep).transpose(-1, -2)) * scale  # in q's dtype\n"
+            "    if mask is not None:\n"
+            "        scores = scores.masked_fill(~mask, float('-inf'))\n"
+            "    out = torch.matmul(scores.float().softmax(-1), repeat_kv(v, n_rep).float())\n")]},
         "scores_in_fp32", ["test_attend_bf16_scores_in_fp32"]),
     "a_new_generator_every_step": (
         {"kv_cache/generate.py": [("tok = sample(logits, params, generator)",
@@ -42,10 +47,10 @@ KV_MUTANTS = {
         {"kv_cache/attention.py": [("    T, S = q.shape[2], k.shape[2]\n", "    T, S = q.shape[2], k.shape[2]\n    q.mul_(scale)\n    scale = 1.0\n")]},
         "attend", ["test_attend_matches_reference"]),
     "scale_missing": (
-        {"kv_cache/attention.py": [("k.transpose(-1, -2)) * scale", "k.transpose(-1, -2))")]},
+        {"kv_cache/attention.py": [("attn_mask=mask, scale=scale)", "attn_mask=mask)")]},  # SDPA's default scale
         "attend", ["test_attend_matches_reference"]),
     "padding_not_masked": (
-        {"kv_cache/attention.py": [("visible = visible[None, None] & kv_valid[:, None, None, :]", "visible = visible[None, None]")]},
+        {"kv_cache/attention.py": [("mask = valid if mask is None else mask & valid", "pass")]},
         "attend or left_padded or ragged", ["test_attend_matches_reference", "test_left_padded_batch", "test_ragged_batch"]),
     "bytes_without_v": (
         {"kv_cache/kv_cache.py": [("return 2 * config.num_layers", "return config.num_layers")]},

@@ -47,7 +47,8 @@ def test_attend_matches_reference(kv, rng, T, dtype):
     v = torch.randn(B, Hkv, S, D, generator=rng)
     pads = [0, 2, 5]  # row 2's first prefill queries see no key at all: their output must be 0
     kv_valid = torch.arange(S)[None, :] >= torch.tensor(pads)[:, None]
-    scale = 1 / math.sqrt(D)
+    # not 1/sqrt(D), the default of torch's scaled_dot_product_attention: attend must use `scale`
+    scale = float(torch.empty(1).uniform_(0.5, 1.5, generator=rng)) / math.sqrt(D)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     inputs = Unchanged(q=q, k=k, v=v, kv_valid=kv_valid)
     got = kv.attention.attend(q, k, v, kv_valid, scale)
