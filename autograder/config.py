@@ -30,6 +30,14 @@ def builds_on(name: str) -> list[str]:
     return list(load()["assignments"].get(name, {}).get("builds_on", []))
 
 
+def cases(name: str) -> dict:
+    """The cases an assignment's speed tests time ([assignments.<name>.cases] in grading.toml)."""
+    try:
+        return load()["assignments"][name]["cases"]
+    except KeyError:
+        raise KeyError(f"autograder/grading.toml has no [assignments.{name}.cases]") from None
+
+
 def title(name: str) -> str:
     return load()["assignments"].get(name, {}).get("title", name)
 
@@ -55,7 +63,8 @@ def speed_scale(assignment: str, key: str) -> SpeedScale:
     try:
         entry = load()["assignments"][assignment]["speed"][key]
     except KeyError:
-        raise KeyError(f"autograder/grading.toml has no [assignments.{assignment}.speed] {key} = {{full=..., zero=...}}")
+        raise KeyError(f"autograder/grading.toml has no [assignments.{assignment}.speed] "
+                       f"{key} = {{full=..., zero=...}}")
     review = entry.get("review")
     return SpeedScale(full=float(entry["full"]), zero=float(entry["zero"]),
                       review=None if review is None else float(review))

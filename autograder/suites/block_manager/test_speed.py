@@ -20,7 +20,8 @@ from autograder.remote import client
 
 from autograder.fixtures.churn import as_script, check_ids, expected_ids, make_ops
 
-N_OPS, NUM_BLOCKS = 100_000, 4096
+# grading.toml [assignments.block_manager.cases]
+N_OPS, NUM_BLOCKS = (config.cases("block_manager")["block_pool"][k] for k in ("ops", "num_blocks"))
 PLUCK = {"get_new_blocks": "block_id"}
 
 
@@ -59,7 +60,8 @@ def test_block_pool_throughput_vs_vllm(bm, grade):
                         at = next((i for i, (a, b) in enumerate(zip(ids, want)) if a != b), min(len(ids), len(want)))
                         raise AssertionError(
                             f"the timed run handed out block {ids[at] if at < len(ids) else None} as its "
-                            f"{at}-th allocated block, where the free queue gives {want[at] if at < len(want) else None} "
+                            f"{at}-th allocated block, where the free queue gives "
+                            f"{want[at] if at < len(want) else None} "
                             "(get_new_blocks takes from the front, free_blocks appends to the back in the order given)")
                 else:
                     pool = base.impl(NUM_BLOCKS)

@@ -1,7 +1,8 @@
 """GPU: correctness in bf16 on CUDA, and speed as ratios against transformers on the same GPU.
 
 Speed tests time whole generate() calls (prefill + 32 greedy decode steps, ignore_eos) on
-random weights shaped like Qwen2.5-0.5B (data/models/bench-qwen2.5-0.5b.json) in bf16:
+random weights shaped like Qwen2.5-0.5B (data/models/bench-qwen2.5-0.5b.json) in bf16, the cases
+in grading.toml [assignments.kv_cache.cases]:
   * cache_vs_recompute_{1k,4k}: transformers without its cache (recomputing every step) over
     the student's cached generate: the speedup caching buys;
   * vs_transformers: transformers' cached generate over the student's.
@@ -15,13 +16,14 @@ checked: the right number of tokens, and the first token equal to transformers' 
 import pytest
 import torch
 
-from autograder import timing
+from autograder import config, timing
 from autograder.checks import assert_close, secret_seed
 from llmsys.models import model_path
 
 from autograder.fixtures.kv_cache import random_prompt
 
-NEW_TOKENS = 32
+CASES = config.cases("kv_cache")  # grading.toml [assignments.kv_cache.cases]: model, contexts, batch
+NEW_TOKENS = CASES["new_tokens"]
 
 
 @pytest.mark.gpu
@@ -53,7 +55,7 @@ class _Bench:
 
     @classmethod
     def models(cls, kv):
-        path = model_path("bench-qwen2.5-0.5b")
+        path = model_path(CASES["model"])
         if "hf" not in cls._cache:
             from transformers import AutoModelForCausalLM
 
@@ -61,7 +63,8 @@ class _Bench:
         return kv.model.load_model(path, dtype=torch.bfloat16, device="cuda"), cls._cache["hf"]
 
 
-def _speed(kv, grade, context: int, batch: int, key: str, baseline_uses_cache: bool):
+def _speed(kv, grade, key: str, baseline_uses_cache: bool):
+    context, batch = CASES[key]["context"], CASES[key]["batch"]
     ours, hf = _Bench.models(kv)
     vocab = ours.config.vocab_size
     gen = torch.Generator().manual_seed(secret_seed())
@@ -105,18 +108,18 @@ def _speed(kv, grade, context: int, batch: int, key: str, baseline_uses_cache: b
 @pytest.mark.points(2)
 def test_speed_cache_vs_recompute_1k(kv, grade):
     """Cached generate against recompute-every-step, 8 prompts of 1,024 tokens, 32 new tokens."""
-    _speed(kv, grade, 1024, 8, "cache_vs_recompute_1k", baseline_uses_cache=False)
+    _speed(kv, grade, "cache_vs_recompute_1k", baseline_uses_cache=False)
 
 
 @pytest.mark.speed
 @pytest.mark.points(2)
 def test_speed_cache_vs_recompute_4k(kv, grade):
     """The same at 4,096 tokens (8 prompts): recompute grows with the context, the cache does not."""
-    _speed(kv, grade, 4096, 8, "cache_vs_recompute_4k", baseline_uses_cache=False)
+    _speed(kv, grade, "cache_vs_recompute_4k", baseline_uses_cache=False)
 
 
 @pytest.mark.speed
 @pytest.mark.points(3)
 def test_speed_vs_transformers_generate(kv, grade):
     """Cached generate against transformers' cached generate, 8 prompts of 1,024 tokens."""
-    _speed(kv, grade, 1024, 8, "vs_transformers", baseline_uses_cache=True)
+    _speed(kv, grade, "vs_transformers", baseline_uses_cache=True)
