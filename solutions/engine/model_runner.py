@@ -127,9 +127,9 @@ class _DecodeGraphs:
         """Logits [num_seqs, vocab], or None when the batch is larger than the largest bucket."""
         n = inputs.input_ids.shape[0]
         b = next((s for s in self.sizes if s >= n), None)
-        if b is None:
-            return None
         w = inputs.block_tables.shape[1]
+        if b is None or w > self.block_tables.shape[1]:  # no bucket this large, or tables wider than max_model_len
+            return None
         self.input_ids[:n].copy_(inputs.input_ids)
         self.positions[:n].copy_(inputs.positions)
         self.slot_mapping[:n].copy_(inputs.slot_mapping)
