@@ -3,10 +3,14 @@
 #   make test    set up, then test the course itself (release in sync, tooling, suites on the reference)
 PY ?= python3
 VENV ?= .venv
-# The CPU wheel by default. On a CUDA machine: make setup TORCH_SPEC=torch (or use your own env and `pip install -e .`).
-TORCH_SPEC ?= torch==2.13.0
-# With the CPU torch, the Triton interpreter of the GPU machines (3.6.0), so CI tests what the GPU runs.
-TRITON_SPEC ?= triton==3.6.0
+# The exact versions setup installs (pip install -c): what grading was checked with. `make lock` rewrites it
+# from .venv; `make setup LOCK=` installs without it (a fresh .venv, to move a pin). Its header says why.
+LOCK ?= requirements.lock
+# The CPU wheel by default, at the lock's version. On a CUDA machine: make setup TORCH_SPEC=torch (or use your
+# own env and `pip install -e .`); the lock then pins everything else, not torch and triton.
+TORCH_SPEC ?= $(or $(shell grep -m1 '^torch==' $(LOCK) 2>/dev/null),torch)
+# With the CPU torch, the Triton interpreter of the GPU machines (the lock's 3.6.0), so CI tests what the GPU runs.
+TRITON_SPEC ?= $(or $(shell grep -m1 '^triton==' $(LOCK) 2>/dev/null),triton)
 # DeepSpeed (the ZeRO baseline, CPU and GPU) and nbgrader (the tutorial notebooks).
 EXTRAS ?= deepspeed,notebooks
 IMPL ?= assignments
@@ -15,7 +19,7 @@ K ?=
 OUT ?= results
 BIN := $(VENV)/bin
 
-.PHONY: setup grade test release list bench
+.PHONY: setup grade test release list bench lock
 # setup also sees to the sandbox that runs submission code (docs/grading.md): as root with apt-get,
 # bubblewrap is installed if missing; otherwise one line says which weaker isolation the worker
 # will use and why. It never fails setup.
@@ -27,11 +31,13 @@ setup: $(VENV)/.installed
 	$(BIN)/python -c 'from autograder.remote.isolation import choose; i = choose(); i.level == "bubblewrap" or print(f"note: the worker that runs submission code will use {i.level} isolation, weaker than bubblewrap: {i.why} (docs/grading.md)")' \
 	  || echo "note: could not check the sandbox for submission code (is bubblewrap installed? docs/grading.md)"
 
-$(VENV)/.installed: pyproject.toml
+# torch and triton come from TORCH_SPEC and TRITON_SPEC, so the lock less those two constrains the rest.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TRITON_SPEC),"$(TRITON_SPEC)")
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(if $(LOCK),grep -Ev '^(torch|triton)==' $(LOCK) > $(VENV)/constraints.txt,: > $(VENV)/constraints.txt)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c $(VENV)/constraints.txt "$(TORCH_SPEC)" $(if $(TRITON_SPEC),"$(TRITON_SPEC)")
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 # make grade A=kv_cache grades one assignment; K='attend' adds -k (a partial run writes results/partial/)
@@ -56,3 +62,9 @@ list: setup
 
 bench: setup
 	$(BIN)/python -m autograder bench $(A) --impl $(IMPL)
+
+# Rewrite requirements.lock from .venv: what pyproject.toml pulls in (with EXTRAS), torch and triton, at the
+# installed versions (autograder/lock.py). Run make test first: the lock is what grading was checked with.
+lock: $(VENV)/.installed
+	$(BIN)/python -m autograder.lock --extras "$(EXTRAS)" > requirements.lock.new
+	mv requirements.lock.new requirements.lock

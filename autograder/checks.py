@@ -31,14 +31,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, what: str, dty
     if tuple(actual.shape) != tuple(expected.shape):
         raise AssertionError(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}")
     d_atol, d_rtol, d_norm = TOLERANCES[dtype or actual.dtype]
-    atol, rtol, rel_norm = (d_atol if atol is None else atol), (d_rtol if rtol is None else rtol), (d_norm if rel_norm is None else rel_norm)
+    atol, rtol = (d_atol if atol is None else atol), (d_rtol if rtol is None else rtol)
+    rel_norm = d_norm if rel_norm is None else rel_norm
     a = actual.detach().to("cpu", torch.float64)
     r = expected.detach().to("cpu", torch.float64)
     bad_nan = ~torch.isfinite(a) & torch.isfinite(r)
     if bad_nan.any():
         idx = tuple(bad_nan.nonzero()[0].tolist())
-        raise AssertionError(f"{what}: {int(bad_nan.sum())} of {a.numel()} elements are NaN/inf (first at index {list(idx)}); "
-                             "unwritten output or a read past the valid data?")
+        raise AssertionError(f"{what}: {int(bad_nan.sum())} of {a.numel()} elements are NaN/inf "
+                             f"(first at index {list(idx)}); unwritten output or a read past the valid data?")
     both = torch.isfinite(r)
     err = (a - r).abs().where(both, torch.zeros_like(a))
     limit = atol + rtol * r.abs()
@@ -46,7 +47,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, what: str, dty
     if over.any():
         idx = tuple(over.nonzero()[0].tolist())
         raise AssertionError(f"{what}: {int(over.sum())} of {a.numel()} elements differ; max |diff| {err.max():.3g} "
-                             f"(atol {atol:g}, rtol {rtol:g}); first at index {list(idx)}: got {a[idx]:.6g}, expected {r[idx]:.6g}")
+                             f"(atol {atol:g}, rtol {rtol:g}); first at index {list(idx)}: got {a[idx]:.6g}, "
+                             f"expected {r[idx]:.6g}")
     denom = r.where(both, torch.zeros_like(r)).norm()
     rel = float(err.norm() / denom) if denom > 0 else float(err.norm())
     if rel > rel_norm:
@@ -73,7 +75,8 @@ def same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal shapes and elements, a NaN equal to a NaN in the same place."""
-    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point()
+                                        else (a == b)).all())
 
 
 class Unchanged:

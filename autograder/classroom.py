@@ -302,7 +302,8 @@ def _lock_uid(uid: int) -> int | None:
     """As root, hold uid for this run (a lock file in /run/lock): None if another grade-all holds it."""
     folder = next((d for d in ("/run/lock", "/var/lock") if os.path.isdir(d)), tempfile.gettempdir())
     try:
-        fd = os.open(os.path.join(folder, f"autograder-sandbox-uid-{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = os.open(os.path.join(folder, f"autograder-sandbox-uid-{uid}.lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError:
         return None
     try:
@@ -557,7 +558,9 @@ def visible_gpus() -> list[str]:
         r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return [str(i) for i, line in enumerate(r.stdout.splitlines()) if line.startswith("GPU ")] if r.returncode == 0 else []
+    if r.returncode != 0:
+        return []
+    return [str(i) for i, line in enumerate(r.stdout.splitlines()) if line.startswith("GPU ")]
 
 
 # ----------------------------------------------------------------------------- Gradescope
@@ -574,14 +577,17 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null \\
 python3 -m pip install -q --upgrade pip
 python3 -c "import torch" 2>/dev/null || python3 -m pip install -q "${TORCH_SPEC:-torch}"
 python3 -m pip install -q -e .
-python3 -c "from autograder.remote.isolation import choose; print('submission code will run in:', choose().describe())" || true
+python3 -c "from autograder.remote.isolation import choose
+print('submission code will run in:', choose().describe())" || true
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Gradescope runs this for every submission; results.json must land in /autograder/results/.
 cd /autograder/source
 python3 -m autograder grade {assignments} --impl /autograder/submission --out /autograder/results -q --brief
-test -s /autograder/results/results.json || echo '{{"score": 0, "output": "the grader could not run; contact the course staff"}}' > /autograder/results/results.json
+test -s /autograder/results/results.json \\
+  || echo '{{"score": 0, "output": "the grader could not run; contact the course staff"}}' \\
+     > /autograder/results/results.json
 """
 
 

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("grade", help="grade assignments; writes results.json, junit.xml, summary.md")
     s.add_argument("assignments", nargs="*", help=f"default: all ({', '.join(config.assignments())})")
     s.add_argument("--impl", default="assignments", help="assignments (default), solutions, or a submission folder/zip")
-    s.add_argument("--out", default=str(DEFAULT_OUT), help="where results go (default: results/; results/partial/ with -k)")
+    s.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="where results go (default: results/; results/partial/ with -k)")
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
     s.add_argument("--seed", type=int, default=None, help="the run's seed (printed by every run): replays its inputs")
     s.add_argument("--reference-below", action="store_true",
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="submissions graded at once (on a GPU machine at most one per GPU: each job gets its own)")
     s.add_argument("--gpus-per-job", type=int, default=1,
-                   help="GPUs each job gets (default 1; 2 grades ZeRO's multi-GPU tier, with half as many jobs at once)")
+                   help="GPUs each job gets (default 1; 2 grades ZeRO's multi-GPU tier, "
+                        "with half as many jobs at once)")
     s.add_argument("--fresh", action="store_true", help="regrade students already graded")
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
     s.set_defaults(fn=cmd_grade_all)
@@ -203,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default=str(REPO_ROOT / "autograder.zip"))
     s.set_defaults(fn=cmd_gradescope)
 
-    s = sub.add_parser("student-repo", help="write the student edition of this repository (no solutions/) to a new folder")
+    s = sub.add_parser("student-repo",
+                       help="write the student edition of this repository (no solutions/) to a new folder")
     s.add_argument("out")
     s.set_defaults(fn=cmd_student_repo)
 

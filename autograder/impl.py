@@ -200,7 +200,8 @@ def load(assignment: str, module: str | None = None):
     """
     base = root()
     if not (base / assignment).is_dir():
-        raise ImplementationError(f"no folder {assignment}/ in {base}: the submission must keep the assignments/ layout")
+        raise ImplementationError(f"no folder {assignment}/ in {base}: "
+                                  "the submission must keep the assignments/ layout")
     name = assignment if module is None else f"{assignment}.{module}"
     if os.environ.get(MODE_ENV) == "worker":
         return _load_remote(name)

@@ -315,7 +315,8 @@ def pytest_runtest_logreport(report):
             f"error in test {report.when}" if report.when != "call" else "failed")
     if report.skipped:
         st["skipped"] = True
-        st["reason"] = getattr(report, "_autograder_reason", "") or str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else "skipped")
+        st["reason"] = getattr(report, "_autograder_reason", "") or str(
+            report.longrepr[-1] if isinstance(report.longrepr, tuple) else "skipped")
 
 
 def pytest_runtest_logfinish(nodeid, location):

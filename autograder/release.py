@@ -135,7 +135,8 @@ def grading_table(assignment: str) -> str:
     total = sum(r["points"] for r in rows.values())
     lines = [TABLE_MARKER, "", "| test | cases | points | tier | what it checks |", "|---|---:|---:|---|---|"]
     for base, r in rows.items():
-        lines.append(f"| `{base}` | {r['n']} | {r['points']:g} | {r['tier']} | {r['doc'].replace('|', chr(92) + '|')} |")
+        doc = r["doc"].replace("|", chr(92) + "|")
+        lines.append(f"| `{base}` | {r['n']} | {r['points']:g} | {r['tier']} | {doc} |")
     lines.append(f"| **total** | {sum(r['n'] for r in rows.values())} | **{total:g}** | | |")
     return "\n".join(lines)
 
@@ -201,7 +202,8 @@ def _notebooks(check: bool) -> list[str]:
     from . import notebooks
 
     if check:
-        return [f"{p}: differs from nbgrader generate_assignment of solutions/notebooks/" for p in notebooks.release(check=True)]
+        return [f"{p}: differs from nbgrader generate_assignment of solutions/notebooks/"
+                for p in notebooks.release(check=True)]
     notebooks.release()
     print(f"released the notebooks of {', '.join(notebooks.assignments())} into assignments/notebooks/ (nbgrader)")
     return []

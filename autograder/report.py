@@ -41,7 +41,8 @@ def terminal(report: GradeReport, verbose: bool = True) -> str:
         ung = f", {_pts(a.ungraded_max)} more not graded here" if a.ungraded_max else ""
         lines.append(f"   total {_pts(a.score)}/{_pts(a.graded_max)}{ung}")
         lines.append("")
-    ung = f"  ({_pts(report.ungraded_max)} points not graded here: they need a GPU or a baseline this machine lacks)" if report.ungraded_max else ""
+    ung = (f"  ({_pts(report.ungraded_max)} points not graded here: they need a GPU or a baseline this machine lacks)"
+           if report.ungraded_max else "")
     lines.append(f"TOTAL {_pts(report.score)}/{_pts(report.graded_max)}{ung}")
     return "\n".join(lines)
 
@@ -81,7 +82,8 @@ def junit(report: GradeReport) -> str:
                               failures=str(sum(t.status == "failed" for t in a.tests)),
                               skipped=str(sum(t.status == "not_graded" for t in a.tests)), time=f"{a.duration:.2f}")
         for t in a.tests:
-            case = ET.SubElement(suite, "testcase", classname=a.name, name=t.nodeid.split("::")[-1], time=f"{t.duration:.3f}")
+            case = ET.SubElement(suite, "testcase", classname=a.name, name=t.nodeid.split("::")[-1],
+                                 time=f"{t.duration:.3f}")
             ET.SubElement(case, "properties").extend([
                 ET.Element("property", name="points", value=_pts(t.max_score)),
                 ET.Element("property", name="score", value=_pts(t.score)),
@@ -107,7 +109,8 @@ def markdown(report: GradeReport) -> str:
             if a.error:
                 lines.append(f"- **suite:** {a.error}")
             for t in bad:
-                lines.append(f"- `{t.nodeid.split('::')[-1]}` ({_pts(t.max_score)} pts, {STATUS[t.status]}): {t.reason}")
+                lines.append(f"- `{t.nodeid.split('::')[-1]}` ({_pts(t.max_score)} pts, {STATUS[t.status]}): "
+                             f"{t.reason}")
             lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 

@@ -253,7 +253,8 @@ def prepare_baselines(name: str) -> None:
     if any(ext.rglob("*.so")):
         return
     env = dict(os.environ, DS_ACCELERATOR="cpu", TORCH_EXTENSIONS_DIR=str(ext))
-    subprocess.run([sys.executable, "-c", "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()"],
+    subprocess.run([sys.executable, "-c",
+                    "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()"],
                    env=env, capture_output=True, timeout=900)
 
 
@@ -321,7 +322,8 @@ class AssignmentRun:
                "a test this pass does not run" if allowed is not None and t.tier not in allowed else
                "a test that already has its result" if nodeid in self.done else
                f"a score above the test's {t.max_score:g} points" if float(r.get("score", 0)) > t.max_score + 1e-9 else
-               "a status the grader does not know" if r.get("status") not in ("passed", "failed", "not_graded") else None)
+               "a status the grader does not know" if r.get("status") not in ("passed", "failed", "not_graded")
+               else None)
         if why:
             self.rejected.append(f"{str(nodeid)[:120]}: {why}")
             return
@@ -395,7 +397,8 @@ class AssignmentRun:
                     rss = tree_rss(proc.pid)
                     if rss > self.mem_limit:
                         killed_for = (f"host out of memory: the test used {rss / 2**30:.1f} GB of RAM, over the "
-                                      f"{self.mem_limit / 2**30:.1f} GB limit (host_memory_gb in autograder/grading.toml)")
+                                      f"{self.mem_limit / 2**30:.1f} GB limit "
+                                      "(host_memory_gb in autograder/grading.toml)")
                 if killed_for is None and current is not None and now - started > self.per_test_timeout:
                     killed_for = f"timed out after {self.per_test_timeout:.0f} s (infinite loop or deadlock?)"
                 elif killed_for is None and now - t0 > self.suite_timeout:
@@ -410,7 +413,8 @@ class AssignmentRun:
             text = log.text()
         self.logs.append(f"===== {mode} pass, attempt {attempt + 1} (exit {proc.returncode}) =====\n{text}")
         if lingered:
-            self.result.notes.append("the suite's process did not exit after its last test (threads left running?): killed")
+            self.result.notes.append("the suite's process did not exit after its last test "
+                                     "(threads left running?): killed")
         if finished and not killed_for:
             return True, False
         if restart_for is not None and not killed_for:

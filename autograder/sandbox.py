@@ -4,9 +4,9 @@ Installed before any student module is imported:
 
 * Imports. Code in the submission may not import the reference (`solutions`), a baseline
   (`vllm`, `deepspeed`, transformers' models and generation, the grader's `autograder.baselines`)
-  or the graded suite's own modules (its references and checkers). The import statement fails with ImportError saying so. The
-  check looks at what the import returns, so `from transformers import AutoModelForCausalLM`
-  is caught although transformers loads it lazily.
+  or the graded suite's own modules (its references and checkers). The import statement fails
+  with ImportError saying so. The check looks at what the import returns, so `from transformers
+  import AutoModelForCausalLM` is caught although transformers loads it lazily.
 * Files. Code in the submission may not open, remove or rename the graded tests
   (`autograder/suites/`, `autograder/tests/`), the reference (`solutions/`, unless that is what
   is graded), the result channel, or the grader's output folder: an audit hook

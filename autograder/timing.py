@@ -81,7 +81,8 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {"ratio": self.ratio, "student": self.student, "baseline": self.baseline,
-                "timings": {k: {kk: vv for kk, vv in asdict(v).items() if kk != "all_ms"} for k, v in self.timings.items()},
+                "timings": {k: {kk: vv for kk, vv in asdict(v).items() if kk != "all_ms"}
+                            for k, v in self.timings.items()},
                 "environment": self.environment}
 
 
@@ -179,7 +180,8 @@ def compare(fns: dict[str, Callable[[Any], Any]], make_inputs: Callable[[int], A
             if settled or time.time() - t0 > budget_s:
                 break
     timings = {n: Timing(n, statistics.median(s), _iqr(s), len(s), s) for n, s in samples.items()}
-    env = dict(environment.describe(), timing="device time (launch overhead hidden)" if device_time else "host + device time")
+    env = dict(environment.describe(),
+               timing="device time (launch overhead hidden)" if device_time else "host + device time")
     return Comparison(timings, student, baseline, env)
 
 
@@ -222,13 +224,16 @@ class Loop:
         from .remote.client import Remote
 
         if not isinstance(self.fn, Remote):
-            raise TypeError("compare_loops times code in a worker: fn must be a proxy (client.current(), trusted_worker())")
+            raise TypeError("compare_loops times code in a worker: "
+                            "fn must be a proxy (client.current(), trusted_worker())")
         self.conn = object.__getattribute__(self.fn, "_r_conn")
-        reply = self.conn.request("bench", "preparing the timed loop", handle_id=object.__getattribute__(self.fn, "_r_id"),
+        reply = self.conn.request("bench", "preparing the timed loop",
+                                  handle_id=object.__getattribute__(self.fn, "_r_id"),
                                   calls=[(tuple(a), dict(k)) for a, k in self.calls], graph=True)
         if type(reply) is not dict or type(reply.get("id")) is not int:
             raise AssertionError("the worker did not prepare the timed loop")
-        self.bench, self.graph, self.why_no_graph = reply["id"], bool(reply.get("graph")), str(reply.get("why", ""))[:300]
+        self.bench, self.graph = reply["id"], bool(reply.get("graph"))
+        self.why_no_graph = str(reply.get("why", ""))[:300]
 
     def run(self, fresh: Any) -> tuple[float, list[torch.Tensor]]:
         """One timed run: poison the outputs, then on this process's clock write the fresh inputs,

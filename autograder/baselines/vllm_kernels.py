@@ -78,8 +78,8 @@ def paged_attention_v2(name: str = "vllm.paged_attention_v2") -> Baseline:
         return Baseline(name, f"vLLM {version} CUDA paged_attention_v2", True, impl=PagedAttentionV2(), version=version)
     if version is None:
         return Baseline(name, "", False, "vLLM is not installed (pip install vllm, on a CUDA machine)")
-    return Baseline(name, "", False, f"vLLM {version} has no paged_attention_v2 (removed in 0.25) and no FlashAttention "
-                                     "for this GPU")
+    return Baseline(name, "", False,
+                    f"vLLM {version} has no paged_attention_v2 (removed in 0.25) and no FlashAttention for this GPU")
 
 
 def _flash_attention() -> Baseline | None:
@@ -185,7 +185,8 @@ class FlashAttention:
 class ReshapeAndCacheFlash:
     def __call__(self, key, value, key_cache, value_cache, slot_mapping):
         one = _one(key.device)
-        torch.ops._C_cache_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, "auto", one, one)
+        torch.ops._C_cache_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, "auto",
+                                                       one, one)
 
 
 class InLoop:

@@ -37,7 +37,8 @@ def run(out: Path) -> int:
     paged = sim.replay_paged(mgr.KVCacheManager, trace, SLOTS, BLOCK, limit=LIMIT)
     nv = sim.replay_naive(naive.NaiveAllocator, trace, SLOTS, limit=LIMIT)
     print(f"memory efficiency (live / reserved KV slots), {LIMIT} requests, {SLOTS} slots, block {BLOCK}:")
-    print(f"  paged {paged.efficiency:6.1%}  max running {max(paged.running):4d}  preemptions {paged.preemptions}  steps {len(paged.running)}")
+    print(f"  paged {paged.efficiency:6.1%}  max running {max(paged.running):4d}  preemptions {paged.preemptions}  "
+          f"steps {len(paged.running)}")
     print(f"  naive {nv.efficiency:6.1%}  max running {max(nv.running):4d}  steps {len(nv.running)}")
 
     base = baselines.get("vllm.block_pool")
@@ -74,8 +75,10 @@ def run(out: Path) -> int:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, tl, title in ((axes[0], paged, f"paged blocks ({paged.efficiency:.0%} used)"),
                               (axes[1], nv, f"max-length reservation ({nv.efficiency:.0%} used)")):
-            ax.fill_between(range(len(tl.reserved_tokens)), tl.reserved_tokens, color="tab:red", alpha=0.3, label="reserved")
-            ax.fill_between(range(len(tl.live_tokens)), tl.live_tokens, color="tab:blue", alpha=0.7, label="live tokens")
+            ax.fill_between(range(len(tl.reserved_tokens)), tl.reserved_tokens, color="tab:red", alpha=0.3,
+                            label="reserved")
+            ax.fill_between(range(len(tl.live_tokens)), tl.live_tokens, color="tab:blue", alpha=0.7,
+                            label="live tokens")
             ax.set(title=title, xlabel="decode step", ylabel="KV slots")
             ax.legend(loc="upper right")
         fig.suptitle(f"KV memory over time: {LIMIT} ShareGPT-like requests, {SLOTS} slots")

@@ -40,7 +40,8 @@ def run(out: Path) -> int:
     from transformers import AutoModelForCausalLM
 
     if cuda:
-        name, dtype, dev, lengths, new, reps = "bench-qwen2.5-0.5b", torch.bfloat16, "cuda", [256, 512, 1024, 2048, 4096], 17, 3
+        name, dtype, dev = "bench-qwen2.5-0.5b", torch.bfloat16, "cuda"
+        lengths, new, reps = [256, 512, 1024, 2048, 4096], 17, 3
     else:
         name, dtype, dev, lengths, new, reps = "tiny-qwen2", torch.float32, "cpu", [64, 128, 256, 512, 1024], 17, 3
     path = model_path(name)
@@ -56,11 +57,14 @@ def run(out: Path) -> int:
             return (timed(lambda: fn(new), reps) - timed(lambda: fn(1), reps)) / (new - 1) * 1e3
 
         def ours_fn(use_cache):
-            return lambda n: kvg.generate(ours, [prompt], kvs.SamplingParams(temperature=0, max_tokens=n, ignore_eos=True), use_cache=use_cache)
+            return lambda n: kvg.generate(ours, [prompt],
+                                          kvs.SamplingParams(temperature=0, max_tokens=n, ignore_eos=True),
+                                          use_cache=use_cache)
 
         def hf_fn(n):
             with torch.no_grad():
-                return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+                return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                   do_sample=False, pad_token_id=0)
 
         ours_fn(True)(2), hf_fn(2)  # warm-up
         row = {"context": L, "cached_ms": per_token(ours_fn(True)), "recompute_ms": per_token(ours_fn(False)),

@@ -93,15 +93,18 @@ def run(out: Path) -> int:
                 row["ratio_vs_vllm"] = row["vllm_us"] / row["impl_us"]
             row["ratio_vs_naive"] = row["naive_us"] / row["impl_us"]
             rows.append(row)
-            print(f"{name:22} {row['dtype']:8} KV {row['kv_mb']:8.1f} MB  impl {row['impl_us']:8.1f} us {row['impl_gbps']:6.0f} GB/s "
+            print(f"{name:22} {row['dtype']:8} KV {row['kv_mb']:8.1f} MB  impl {row['impl_us']:8.1f} us "
+                  f"{row['impl_gbps']:6.0f} GB/s "
                   f"({row['impl_pct_copy']:4.0f}% copy)  vllm {row.get('vllm_us', float('nan')):8.1f} us "
                   f"{row.get('vllm_gbps', float('nan')):6.0f} GB/s  naive {row['naive_us']:9.1f} us  "
                   f"x{row.get('ratio_vs_vllm', float('nan')):.2f} vLLM", flush=True)
-    table = ["| case | dtype | KV MB | impl µs | impl GB/s | % copy BW | vLLM µs | vLLM GB/s | naive µs | impl / vLLM speed |",
+    table = ["| case | dtype | KV MB | impl µs | impl GB/s | % copy BW | vLLM µs | vLLM GB/s | naive µs "
+             "| impl / vLLM speed |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         table.append(f"| {r['case']} | {r['dtype']} | {r['kv_mb']:.1f} | {r['impl_us']:.1f} | {r['impl_gbps']:.0f} | "
-                     f"{r['impl_pct_copy']:.0f}% | {r.get('vllm_us', float('nan')):.1f} | {r.get('vllm_gbps', float('nan')):.0f} | "
+                     f"{r['impl_pct_copy']:.0f}% | {r.get('vllm_us', float('nan')):.1f} | "
+                     f"{r.get('vllm_gbps', float('nan')):.0f} | "
                      f"{r['naive_us']:.1f} | {r.get('ratio_vs_vllm', float('nan')):.2f}x |")
     header = (f"{one_line(env)}; device copy bandwidth {copy_bw:.0f} GB/s; baseline: "
               f"{base.description if base.available else 'none (' + base.reason + ')'}")
@@ -147,11 +150,14 @@ def _tune(k, gen, gpu_case, grid):
                 for warps in (4, 8):
                     for stages in (2, 3, 4):
                         try:
-                            f = (lambda: k.paged_attention_decode(*args, tile_n=tile, num_warps=warps, num_stages=stages)) if splits == 1 \
-                                else (lambda: k.paged_attention_decode_split_k(*args, splits, case.max_seq_len, tile_n=tile,
-                                                                                num_warps=warps, num_stages=stages))
+                            f = (lambda: k.paged_attention_decode(*args, tile_n=tile, num_warps=warps,
+                                                                  num_stages=stages)) if splits == 1 \
+                                else (lambda: k.paged_attention_decode_split_k(*args, splits, case.max_seq_len,
+                                                                                tile_n=tile, num_warps=warps,
+                                                                                num_stages=stages))
                             ms = triton.testing.do_bench(f, warmup=25, rep=100, return_mode="median")
                             print(f"TUNE {name:12} splits {splits:3d} tile {tile:3d} warps {warps} stages {stages}: "
                                   f"{ms * 1e3:8.1f} us {case.kv_bytes / ms / 1e6:6.0f} GB/s", flush=True)
                         except Exception as e:  # noqa: BLE001
-                            print(f"TUNE {name} splits {splits} tile {tile} warps {warps} stages {stages}: {type(e).__name__}")
+                            print(f"TUNE {name} splits {splits} tile {tile} warps {warps} stages {stages}: "
+                                  f"{type(e).__name__}")

@@ -209,11 +209,14 @@ def run(out: Path) -> int:
 
     print(one_line())
     mem = _memory_on_cpu()
-    print(f"\nmodel-state memory per rank, {CPU_WORLD} CPU ranks (gloo), tiny GPT with {mem[0]['psi']:,} parameters, bf16 + fp32 Adam:")
-    print(f"  {'stage':>5} {'formula kB':>11} {'measured kB (ranks)':>28} {'memory() kB':>12} {'sent/step kB':>13} {'paper kB':>9}")
+    print(f"\nmodel-state memory per rank, {CPU_WORLD} CPU ranks (gloo), tiny GPT with {mem[0]['psi']:,} parameters, "
+          "bf16 + fp32 Adam:")
+    print(f"  {'stage':>5} {'formula kB':>11} {'measured kB (ranks)':>28} {'memory() kB':>12} {'sent/step kB':>13} "
+          f"{'paper kB':>9}")
     for r in mem:
         cens = " ".join(f"{c / 1e3:.1f}" for c in r["census"])
-        print(f"  {r['stage']:>5} {r['paper']['total'] / 1e3:>11.1f} {cens:>28} {sum(r['report'].values()) / 1e3:>12.1f} "
+        print(f"  {r['stage']:>5} {r['paper']['total'] / 1e3:>11.1f} {cens:>28} "
+              f"{sum(r['report'].values()) / 1e3:>12.1f} "
               f"{r['comm'] / 1e3:>13.1f} {r['paper_comm'] / 1e3:>9.1f}")
     result = dict(environment=describe(), memory=mem)
     png = _plot(mem, out)
@@ -222,7 +225,8 @@ def run(out: Path) -> int:
         result["gpus"] = rows = _gpu_runs(impl, torch.cuda.device_count())
         by = {(r["world_size"], r["kind"], r["stage"]): r for r in rows if "error" not in r}
         one = {(k, s): r for (n, k, s), r in by.items() if n == 1}
-        print(f"\n  {'GPUs':>4} {'stage':>5} {'course ms':>10} {'DS ms':>8} {'DS/course':>9} {'t1/tN (course, DS)':>22}")
+        print(f"\n  {'GPUs':>4} {'stage':>5} {'course ms':>10} {'DS ms':>8} {'DS/course':>9} "
+              f"{'t1/tN (course, DS)':>22}")
         for (n, kind, stage), r in sorted(by.items()):
             if kind != "course":
                 continue

@@ -50,7 +50,8 @@ class CommMeter:
             if meter.on:
                 t = args[arg] if len(args) > arg else next(v for v in kwargs.values()
                                                            if isinstance(v, (torch.Tensor, list)))
-                full = sum(x.numel() * x.element_size() for x in t) if isinstance(t, list) else t.numel() * t.element_size()
+                full = (sum(x.numel() * x.element_size() for x in t) if isinstance(t, list)
+                        else t.numel() * t.element_size())
                 ws = dist.get_world_size(kwargs.get("group"))
                 meter.bytes += passes * (full * (ws - 1) // ws)
             return original(*args, **kwargs)
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engine", choices=["course", "deepspeed"], required=True)
     ap.add_argument("--stage", type=int, required=True)
-    ap.add_argument("--impl", default=None, help="the course engine's code: assignments, solutions (default) or a folder")
+    ap.add_argument("--impl", default=None,
+                    help="the course engine's code: assignments, solutions (default) or a folder")
     ap.add_argument("--config", default=None, help="a JSON like data/training/zero-gpt-134m.json")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)

@@ -163,8 +163,8 @@ def worker_env() -> dict:
 
     from llmsys import DATA_DIR
 
-    env.update(HOME="/tmp", TMPDIR="/tmp", LLMSYS_CACHE=str(cache_dir()), LLMSYS_DATA=str(DATA_DIR), PYTHONUNBUFFERED="1",
-               PYTHONDONTWRITEBYTECODE="1", TRITON_CACHE_DIR="/tmp/triton", HF_HUB_OFFLINE="1",
+    env.update(HOME="/tmp", TMPDIR="/tmp", LLMSYS_CACHE=str(cache_dir()), LLMSYS_DATA=str(DATA_DIR),
+               PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", TRITON_CACHE_DIR="/tmp/triton", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1")
     if not torch.cuda.is_available():
         env["TRITON_INTERPRET"] = "1"

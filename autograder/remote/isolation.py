@@ -97,10 +97,12 @@ def sandbox_gid() -> int | None:
 
 def _python_roots() -> list[str]:
     """Folders the worker's Python needs: the interpreter's prefix, the environment, site-packages."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix,
+             os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
     paths |= {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths |= set(site.getsitepackages())
-    out = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)} | {p for p in paths if p and os.path.isdir(p)})
+    out = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)}
+                 | {p for p in paths if p and os.path.isdir(p)})
     return [p for p in out if p not in ("/", "/usr") and not any(p != q and p.startswith(q + os.sep) for q in out)]
 
 
@@ -124,7 +126,8 @@ def _bwrap_prefix(bwrap: str, ro: list[str], tmp_bytes: int = TMP_BYTES) -> tupl
     namespace keeps the caller's own uid."""
     root = os.geteuid() == 0
     cmd = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-           "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+           "--unshare-uts", "--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev",
+           "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
     cmd += ["--cap-add", "CAP_SETUID,CAP_SETGID"] if root else ["--unshare-user", "--disable-userns"]
@@ -215,7 +218,8 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
         ro = readable_paths(list(extra_ro))
         cmd, inside = _bwrap_prefix(shutil.which("bwrap"), ro)
         cmd += ["--ro-bind", str(submission), SUBMISSION_MOUNT, "--perms", "0755", "--dir", GRADER_MOUNT,
-                "--ro-bind", str(PROTOCOL), f"{GRADER_MOUNT}/protocol.py", "--perms", "0755", "--dir", f"{GRADER_MOUNT}/lib",
+                "--ro-bind", str(PROTOCOL), f"{GRADER_MOUNT}/protocol.py",
+                "--perms", "0755", "--dir", f"{GRADER_MOUNT}/lib",
                 "--ro-bind", str(REPO_ROOT / "llmsys"), f"{GRADER_MOUNT}/lib/llmsys"]
         for d in baseline_dirs():
             cmd += ["--tmpfs", d]
@@ -225,8 +229,9 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
     if iso.level == "namespaces":
         hide = [str(REPO_ROOT / n) for n in ("solutions", "autograder", ".git")] + ["/home", "/root/.ssh"]
         hide += baseline_dirs() + [p for p in os.environ.get("AUTOGRADER_HIDE", "").split(os.pathsep) if p]
-        return _unshare_prefix(hide, keep_tmp=True, limit=limit) + [*py, str(_protocol_copy()), mode, str(fd), str(submission),
-                                                       str(_protocol_copy().parent / "lib")], iso
+        return _unshare_prefix(hide, keep_tmp=True, limit=limit) + [*py, str(_protocol_copy()), mode, str(fd),
+                                                                    str(submission),
+                                                                    str(_protocol_copy().parent / "lib")], iso
     # as root, still an unprivileged uid (needs only CAP_SETUID: works in a container without namespaces)
     drop = ([shutil.which("setpriv"), f"--reuid={_uid()}", f"--regid={_uid()}", "--clear-groups", "--no-new-privs"]
             if os.geteuid() == 0 and shutil.which("setpriv") else [])
@@ -234,7 +239,8 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
             str(_protocol_copy().parent / "lib")], iso
 
 
-def suite_command(cmd: list[str], workdir: Path, submission: Path, writable: dict[str, str] = {}) -> tuple[list[str], Isolation]:
+def suite_command(cmd: list[str], workdir: Path, submission: Path,
+                  writable: dict[str, str] = {}) -> tuple[list[str], Isolation]:
     """A legacy in-process pass (its pytest process runs submission code) in the same isolation as
     the worker: it sees the repository read-only without solutions/ and .git, its own work folder
     (the result channel) and `writable` (host folder -> path inside) read-write, the staged

@@ -100,7 +100,8 @@ def recv_frame(sock: socket.socket, *, max_header: int = MAX_HEADER, max_blobs: 
     if hlen > max_header or blen > max_blobs:
         for fd in fds:
             os.close(fd)
-        raise ProtocolError(f"frame too large: {hlen} bytes of header, {blen} of data (limits {max_header}, {max_blobs})")
+        raise ProtocolError(f"frame too large: {hlen} bytes of header, {blen} of data "
+                            f"(limits {max_header}, {max_blobs})")
     try:
         header = json.loads(_recv_exact(sock, hlen))
     except ValueError as e:
@@ -126,7 +127,8 @@ class SharedBuffer:
             raise ProtocolError("shared buffer smaller than announced")
         self.fd = fd
         self.map = mmap.mmap(fd, max(nbytes, 1))
-        self.bytes = torch.frombuffer(self.map, dtype=torch.uint8, count=nbytes) if nbytes else torch.empty(0, dtype=torch.uint8)
+        self.bytes = (torch.frombuffer(self.map, dtype=torch.uint8, count=nbytes) if nbytes
+                      else torch.empty(0, dtype=torch.uint8))
 
     def view(self, dtype, offset: int, shape, stride):
         return strided_view(self.bytes, dtype, offset, shape, stride)
@@ -306,11 +308,13 @@ class Codec:
         t = type(value)
         if t in _SCALARS:
             return value
-        if t is list or t is tuple or (isinstance(value, tuple) and torch is not None and isinstance(value, torch.Size)):
+        if t is list or t is tuple or (isinstance(value, tuple) and torch is not None
+                                       and isinstance(value, torch.Size)):
             items = [self.encode(v, blobs, depth + 1) for v in value]
             return {"L": items} if t is list else {"T": items}
         if t is dict:
-            return {"D": [[self.encode(k, blobs, depth + 1), self.encode(v, blobs, depth + 1)] for k, v in value.items()]}
+            return {"D": [[self.encode(k, blobs, depth + 1), self.encode(v, blobs, depth + 1)]
+                          for k, v in value.items()]}
         if t is set or t is frozenset:
             return {"S": [self.encode(v, blobs, depth + 1) for v in value]}
         if t is bytes or t is bytearray:
@@ -319,7 +323,8 @@ class Codec:
         if isinstance(value, _PurePath):
             return {"P": str(value)}
         if t is slice:
-            return {"sl": [self.encode(value.start, blobs), self.encode(value.stop, blobs), self.encode(value.step, blobs)]}
+            return {"sl": [self.encode(value.start, blobs), self.encode(value.stop, blobs),
+                           self.encode(value.step, blobs)]}
         if torch is not None:
             if isinstance(value, torch.Tensor):
                 spec = self.share(value) if self.share is not None else None
@@ -503,7 +508,8 @@ class _Worker:
             return None
         v = self.share_of.get(key[1]) if key[0].startswith("cuda") else None
         if v is not None:
-            return {"v": v, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape), "st": list(t.stride())}
+            return {"v": v, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape),
+                    "st": list(t.stride())}
         m = self.mirror_of.get(key)
         if m is None:
             return None

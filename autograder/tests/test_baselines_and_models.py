@@ -32,14 +32,16 @@ def test_course_model_is_built_once_and_reused(tmp_path, monkeypatch):
 
 def test_model_named_by_folder_env_or_course_name(tmp_path):
     """load_model(folder), MODEL_PATH=folder with load_model(), and a course config name load the same weights."""
-    code = ("import sys, torch; sys.path.insert(0, 'solutions'); from kv_cache.model import load_model, resolve_checkpoint; "
+    code = ("import sys, torch; sys.path.insert(0, 'solutions'); "
+            "from kv_cache.model import load_model, resolve_checkpoint; "
             "from llmsys.models import model_path; p = model_path('tiny-llama'); "
             "a = load_model(p); b = load_model(); c = load_model('tiny-llama'); "
             "print(resolve_checkpoint() == p, all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in "
             "zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values())))")
     env = dict(__import__("os").environ, PYTHONPATH=str(REPO_ROOT))
     env["MODEL_PATH"] = str(model_path("tiny-llama"))
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
     assert out.stdout.split() == ["True", "True"], out.stderr[-2000:]
 
 

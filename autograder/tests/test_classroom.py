@@ -22,17 +22,18 @@ import pytest
 
 from autograder import REPO_ROOT
 
-STUB_BYTES = ('    raise NotImplementedError("kv_cache: kv_cache_bytes (kv_cache/kv_cache.py): 2 (K and V) x layers x batch '
-              'x seq_len x kv heads x head_dim x bytes per element")\n')
-STUB_REPEAT = ('    raise NotImplementedError("kv_cache: repeat_kv (kv_cache/attention.py): each KV head is repeated n_rep times '
-               'in a row (repeat_interleave on dim 1, or expand + reshape)")\n')
+STUB_BYTES = ('    raise NotImplementedError("kv_cache: kv_cache_bytes (kv_cache/kv_cache.py): '
+              '2 (K and V) x layers x batch x seq_len x kv heads x head_dim x bytes per element")\n')
+STUB_REPEAT = ('    raise NotImplementedError("kv_cache: repeat_kv (kv_cache/attention.py): '
+               'each KV head is repeated n_rep times in a row (repeat_interleave on dim 1, or expand + reshape)")\n')
 
 
 def build(dest: Path, base: str, attack: str | None = None, repeat_kv: str | None = None) -> Path:
     """A submission folder: solutions/ or assignments/ (stubs), with `attack` (a function body,
     4-space indented) in place of the stub of kv_cache_bytes, `repeat_kv` in place of repeat_kv's."""
     shutil.copytree(REPO_ROOT / base, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "notebooks"))
-    for rel, stub, body in [("kv_cache/kv_cache.py", STUB_BYTES, attack), ("kv_cache/attention.py", STUB_REPEAT, repeat_kv)]:
+    for rel, stub, body in [("kv_cache/kv_cache.py", STUB_BYTES, attack),
+                            ("kv_cache/attention.py", STUB_REPEAT, repeat_kv)]:
         if body is not None:
             text = (dest / rel).read_text()
             assert stub in text, f"the stub in {rel} changed: update the test's copy of it"
@@ -77,7 +78,8 @@ def test_grade_all_writes_a_gradebook_and_resumes_trusting_only_its_own_records(
     first = grade_all(subs, out, *args, **two)
     rows = book(out)
     assert set(rows) == {"alice", "bob"}
-    assert rows["alice"]["kv_cache"] == "4.0" and rows["alice"]["block_manager"] == "" and rows["alice"]["total"] == "4.0"
+    assert rows["alice"]["kv_cache"] == "4.0" and rows["alice"]["block_manager"] == ""
+    assert rows["alice"]["total"] == "4.0"
     assert rows["bob"]["total"] == "0.0" and rows["bob"]["status"] == "graded"
     assert "bubblewrap" in rows["alice"]["isolation"] or "submission code runs in: bubblewrap" not in first.stdout
     assert (out / "alice" / "results.json").exists()
@@ -138,9 +140,11 @@ def test_a_submission_cannot_read_or_overwrite_a_classmate(tmp_path):
     forged = json.dumps({"impl": "forged", "assignments": [{"name": "kv_cache", "tests": []}]})
     attack = f"""    import glob, os
     seen, wrote = [], []
-    for pattern in [{str(subs / 'alice')!r} + '/**', {str(out / 'alice')!r} + '/**', {str(out / '.grade-all')!r} + '/**',
+    for pattern in [{str(subs / 'alice')!r} + '/**', {str(out / 'alice')!r} + '/**',
+                    {str(out / '.grade-all')!r} + '/**',
                     '/tmp/autograder-*/**', {os.environ.get('TMPDIR', '/tmp')!r} + '/autograder-*/**']:
-        seen += [p for p in glob.glob(pattern, recursive=True) if os.path.exists(p) and ('alice' in p or 'grade-all' in p)]
+        seen += [p for p in glob.glob(pattern, recursive=True)
+                 if os.path.exists(p) and ('alice' in p or 'grade-all' in p)]
     for p in seen:
         if p.endswith('kv_cache/kv_cache.py'):  # run the classmate's code instead of ours
             ns = {{}}
@@ -382,7 +386,8 @@ def test_grade_all_refuses_zip_bombs_with_the_reason_and_leaves_nothing_behind(t
     assert "bomb: NOT GRADED" in r.stdout
     assert os.listdir(tmp) == [], os.listdir(tmp)
     for name in ("bomb", "many", "liar"):
-        g = subprocess.run([sys.executable, "-m", "autograder", "grade", "kv_cache", "--impl", str(subs / f"{name}.zip"),
+        g = subprocess.run([sys.executable, "-m", "autograder", "grade", "kv_cache",
+                            "--impl", str(subs / f"{name}.zip"),
                             "--out", str(tmp_path / f"g-{name}"), "-q", "--brief"], cwd=REPO_ROOT, capture_output=True,
                            text=True, timeout=300, env=dict(os.environ, TMPDIR=str(tmp)))
         assert g.returncode == 2 and "error:" in g.stderr, g.stderr[-2000:]
@@ -401,10 +406,12 @@ def test_gradescope_zip_has_the_entry_points_and_no_solutions(tmp_path):
     assert "autograder/suites/kv_cache/test_cache.py" in names and "data/models/tiny-qwen2.json" in names
     assert "llmsys/__init__.py" in names and "llmsys/models.py" in names, "the course library the worker imports"
     assert "autograder/remote/protocol.py" in names
-    assert not any(n.startswith(("solutions/", "assignments/")) for n in names), "the reference must not ship to students' graders"
+    assert not any(n.startswith(("solutions/", "assignments/")) for n in names), \
+        "the reference must not ship to students' graders"
     run = zipfile.ZipFile(out).read("run_autograder").decode()
     assert "--impl /autograder/submission --out /autograder/results" in run and "kv_cache" in run
-    assert (zipfile.ZipFile(out).getinfo("run_autograder").external_attr >> 16) & 0o111, "run_autograder must be executable"
+    assert (zipfile.ZipFile(out).getinfo("run_autograder").external_attr >> 16) & 0o111, \
+        "run_autograder must be executable"
     setup = zipfile.ZipFile(out).read("setup.sh").decode()
     assert "apt-get install -y -qq bubblewrap" in setup, "the sandbox must be installed on Gradescope"
     assert subprocess.run(["bash", "-n"], input=setup, text=True).returncode == 0
@@ -459,7 +466,8 @@ def test_grade_all_gives_each_job_its_own_gpu_uid_and_private_folders(tmp_path, 
         assert stat.S_IMODE(os.stat(env["TMPDIR"]).st_mode) == 0o711 and os.listdir(env["TMPDIR"]) == []
         with lock:
             assert gpu not in {g for g, _ in using.values()}, f"GPU {gpu} given to two jobs at once"
-            assert env["AUTOGRADER_SANDBOX_UID"] not in {u for _, u in using.values()}, "a sandbox uid given to two jobs"
+            assert env["AUTOGRADER_SANDBOX_UID"] not in {u for _, u in using.values()}, \
+                "a sandbox uid given to two jobs"
             using[student] = (gpu, env["AUTOGRADER_SANDBOX_UID"])
             seen.append((gpu, memory_gb, env["AUTOGRADER_SANDBOX_UID"]))
         time.sleep(0.05)

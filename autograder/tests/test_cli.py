@@ -9,7 +9,8 @@ from autograder import REPO_ROOT
 
 
 def grade(impl, out, *extra):
-    return subprocess.run([sys.executable, "-m", "autograder", "grade", "--impl", impl, "--out", str(out), "-q", *extra],
+    return subprocess.run([sys.executable, "-m", "autograder", "grade", "--impl", impl, "--out", str(out), "-q",
+                           *extra],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
 
 

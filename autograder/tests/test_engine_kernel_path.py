@@ -16,7 +16,8 @@ ps = prompts(torch.Generator().manual_seed(0), [5, 30, 3, 17, 9])
 P = eng.llm.SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
 outs = []
 for kernels in (False, True):
-    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=64, block_size=8, max_num_batched_tokens=16, max_num_seqs=4)
+    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=64, block_size=8, max_num_batched_tokens=16,
+                      max_num_seqs=4)
     if kernels:
         llm.engine.runner.kernels = load("paged_attention", "kernels")
     outs.append([o.outputs[0].token_ids for o in llm.generate(ps, P)])
@@ -30,7 +31,8 @@ print("ok")
 def test_mixed_steps_through_the_kernels_match_the_pytorch_path():
     env = dict(os.environ, TRITON_INTERPRET="1", AUTOGRADER_IMPL=str(REPO_ROOT / "solutions"),
                PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(SUITES_DIR / "engine")]))
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", SCRIPT], env=env, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
 
 
@@ -74,7 +76,8 @@ def test_unified_attention_matches_the_pytorch_path():
     two, NaN in every slot not written."""
     env = dict(os.environ, TRITON_INTERPRET="1", AUTOGRADER_IMPL=str(REPO_ROOT / "solutions"),
                PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(SUITES_DIR / "engine")]))
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", UNIFIED], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", UNIFIED], env=env, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
 
 
@@ -107,5 +110,6 @@ def test_sample_batch_groups_rows_and_keeps_seeds_alone():
     sample() draws for it alone with its generator."""
     env = dict(os.environ, AUTOGRADER_IMPL=str(REPO_ROOT / "solutions"),
                PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(SUITES_DIR / "engine")]))
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", SAMPLE_BATCH], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", SAMPLE_BATCH], env=env, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]

@@ -68,7 +68,8 @@ def assert_graded_in_full(result, keyword: str) -> None:
     n, points = graded_max(keyword)
     assert len(result.tests) == n, [t.nodeid for t in result.tests]
     assert sum(t.max_score for t in result.tests) == points
-    assert all(t.status in ("passed", "failed") for t in result.tests), [(t.nodeid, t.status, t.reason) for t in result.tests]
+    assert all(t.status in ("passed", "failed") for t in result.tests), \
+        [(t.nodeid, t.status, t.reason) for t in result.tests]
     assert not any("rejected" in n for n in result.notes), result.notes
 
 
@@ -105,7 +106,8 @@ def snooping(tmp_path_factory):
     writes = [str(out / "grade.json"), str(out / "planted"), str(tmp / "planted"), str(REPO_ROOT / "planted"),
               str(REPO_ROOT / "solutions/kv_cache/planted.py")]
     sub = build(tmp / "submission", "assignments",
-                {ATTN: ["read_the_reference", "replace_the_grader"], CACHE: ["steal_key_and_channel", "network_and_writes"]},
+                {ATTN: ["read_the_reference", "replace_the_grader"],
+                 CACHE: ["steal_key_and_channel", "network_and_writes"]},
                 {ATTN: f"\nEXTRA_PATHS = {reads!r}\n", CACHE: f"\nEXTRA_PATHS = {writes!r}\n"})
     before = {p: Path(p).read_bytes() for p in reads if Path(p).is_file()}
     own = (sub / CACHE).read_bytes()
@@ -175,8 +177,10 @@ def test_no_network_and_no_writes_outside_tmp(snooping):
         assert "'/tmp/scratch.txt'" in m.group(2), t.reason  # the attack did run its writes
     out, tmp = snooping["out"], snooping["tmp"]
     assert (out / "grade.json").read_text() == '{"secret": "earlier results"}'
-    assert not any(p.exists() for p in (out / "planted", tmp / "planted", REPO_ROOT / "planted", Path("/dev/shm/planted"), Path("/tmp/scratch.txt"),
-                                        REPO_ROOT / "solutions/kv_cache/planted.py", snooping["sub"] / "kv_cache/planted.py"))
+    assert not any(p.exists() for p in (out / "planted", tmp / "planted", REPO_ROOT / "planted",
+                                        Path("/dev/shm/planted"), Path("/tmp/scratch.txt"),
+                                        REPO_ROOT / "solutions/kv_cache/planted.py",
+                                        snooping["sub"] / "kv_cache/planted.py"))
     assert (snooping["sub"] / CACHE).read_bytes() == snooping["own"]
 
 
@@ -258,7 +262,8 @@ def test_host_memory_of_the_worker_and_of_its_new_session_children_is_counted(tm
     tests = by_name(result)
     for name in ("test_append_prefill_then_decode", "test_reset_forgets_everything"):
         t = tests[name]
-        assert t.status == "failed" and "host out of memory" in t.reason and "2.0 GB limit" in t.reason, (name, t.reason)
+        assert t.status == "failed" and "host out of memory" in t.reason and "2.0 GB limit" in t.reason, \
+            (name, t.reason)
     assert tests["test_kv_cache_bytes_real_models"].status == "passed", tests["test_kv_cache_bytes_real_models"].reason
 
 
@@ -373,7 +378,8 @@ def test_one_broken_assignment_leaves_the_others_graded(tmp_path):
     kv, bm = by_assignment["kv_cache"], by_assignment["block_manager"]
     assert len(kv["tests"]) == 2 and all(t["status"] == "failed" and t["score"] == 0 for t in kv["tests"])
     assert all("died" in t["reason"] for t in kv["tests"]), kv["tests"]
-    assert [t["status"] for t in bm["tests"]] == ["passed", "passed"], "block_manager must be graded as if nothing happened"
+    assert [t["status"] for t in bm["tests"]] == ["passed", "passed"], \
+        "block_manager must be graded as if nothing happened"
 
 
 # ============================================================================ ZeRO's ranks
@@ -386,7 +392,8 @@ def test_zero_ranks_are_sandboxed_and_measured_from_outside(tmp_path):
     sub = build(tmp_path / "submission", "solutions", {"zero/engine.py": ["forge_zero_meters"]})
     result = run_assignment("zero", sub, keyword="memory_per_rank or (single_process_adamw and 1-2)")
     tests = by_name(result)
-    assert tests["test_matches_single_process_adamw[1-2]"].status == "passed", tests["test_matches_single_process_adamw[1-2]"].reason
+    assert tests["test_matches_single_process_adamw[1-2]"].status == "passed", \
+        tests["test_matches_single_process_adamw[1-2]"].reason
     for stage in range(4):
         t = tests[f"test_memory_per_rank[{stage}]"]
         assert t.status == "failed" and "more after backward" in t.reason, t.reason
@@ -413,7 +420,8 @@ def test_zero_ranks_cannot_import_deepspeed(submission):
 
 # ============================================================================ GPU faults (run on a GPU machine)
 
-cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                          reason="needs a CUDA GPU (run on the GPU machine)")
 WILD = ("@triton.jit\ndef _wild_store(p):\n    tl.store(p + 2**36, 1.0)\n\n\n"
         "def paged_attention_decode(")
 PA_GPU = "gpu_correctness_grid or gpu_reshape_and_cache"
@@ -434,14 +442,15 @@ def test_cuda_illegal_memory_access_costs_only_its_test(submission):
     bad = tests["test_gpu_correctness_grid[fp16]"]
     assert bad.status == "failed" and "illegal memory access" in bad.reason, bad.reason
     others = {n: t for n, t in tests.items() if n != "test_gpu_correctness_grid[fp16]"}
-    assert len(others) == 4 and all(t.status == "passed" for t in others.values()), [(n, t.reason) for n, t in others.items()]
+    assert len(others) == 4 and all(t.status == "passed" for t in others.values()), \
+        [(n, t.reason) for n, t in others.items()]
 
 
 @cuda
 def test_gpu_out_of_memory_costs_only_its_test(submission):
     hog = "    if key.dtype == torch.bfloat16:\n        torch.empty(2**46, dtype=torch.uint8, device=key.device)\n"
-    sub = submission({"paged_attention/kernels.py": [("    _check_cache(key_cache, value_cache)\n    T, H, D = key.shape\n",
-                                                      hog + "    _check_cache(key_cache, value_cache)\n    T, H, D = key.shape\n")]})
+    start = "    _check_cache(key_cache, value_cache)\n    T, H, D = key.shape\n"
+    sub = submission({"paged_attention/kernels.py": [(start, hog + start)]})
     result = run_assignment("paged_attention", sub, keyword=PA_GPU)
     tests = by_name(result)
     bad = tests["test_gpu_reshape_and_cache[bf16]"]

@@ -13,12 +13,14 @@ KV_MUTANTS = {
                                    "probs = sorted_logits.softmax(dim=-1)")]},
         "sets", ["test_top_k_top_p_sets"]),
     "temperature_after_top_p": (
-        {"kv_cache/sampling.py": [("filtered = apply_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)",
-                                   "filtered = apply_top_k_top_p(logits, params.top_k, params.top_p) / params.temperature")]},
+        {"kv_cache/sampling.py": [
+            ("filtered = apply_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)",
+             "filtered = apply_top_k_top_p(logits, params.top_k, params.top_p) / params.temperature")]},
         "frequencies", ["test_sampling_frequencies"]),
     "scores_in_bf16": (
         {"kv_cache/attention.py": [(
-            "    out = F.scaled_dot_product_attention(q.float(), repeat_kv(k, n_rep).float(), repeat_kv(v, n_rep).float(),\n"
+            "    out = F.scaled_dot_product_attention(q.float(), repeat_kv(k, n_rep).float(), "
+            "repeat_kv(v, n_rep).float(),\n"
             "                                         attn_mask=mask, scale=scale)\n",
             "    scores = torch.matmul(q, repeat_kv(k, n_rep).transpose(-1, -2)) * scale  # in q's dtype\n"
             "    if mask is not None:\n"
@@ -32,7 +34,8 @@ KV_MUTANTS = {
         "one_generator", ["test_one_generator_for_the_whole_generation"]),
     "cache_written_at_slot_0": (
         {"kv_cache/kv_cache.py": [("self.k[:, :, self.length:self.length + n] = k", "self.k[:, :, 0:n] = k")]},
-        "append_prefill or decode_logits_match", ["test_append_prefill_then_decode", "test_decode_logits_match_transformers"]),
+        "append_prefill or decode_logits_match",
+        ["test_append_prefill_then_decode", "test_decode_logits_match_transformers"]),
     "decode_rope_at_position_0": (
         {"kv_cache/generate.py": [("new_pos = lens[:, None] + step", "new_pos = torch.zeros_like(lens[:, None])")]},
         "greedy_matches", ["test_greedy_matches_transformers"]),
@@ -44,14 +47,16 @@ KV_MUTANTS = {
                                     "return x.repeat(1, n_rep, 1, 1)")]},
         "repeat_kv or decode_logits_match", ["test_repeat_kv_head_mapping", "test_decode_logits_match_transformers"]),
     "attend_prescales_q_in_place": (  # numerically right, but it overwrites the caller's queries
-        {"kv_cache/attention.py": [("    T, S = q.shape[2], k.shape[2]\n", "    T, S = q.shape[2], k.shape[2]\n    q.mul_(scale)\n    scale = 1.0\n")]},
+        {"kv_cache/attention.py": [("    T, S = q.shape[2], k.shape[2]\n",
+                                    "    T, S = q.shape[2], k.shape[2]\n    q.mul_(scale)\n    scale = 1.0\n")]},
         "attend", ["test_attend_matches_reference"]),
     "scale_missing": (
         {"kv_cache/attention.py": [("attn_mask=mask, scale=scale)", "attn_mask=mask)")]},  # SDPA's default scale
         "attend", ["test_attend_matches_reference"]),
     "padding_not_masked": (
         {"kv_cache/attention.py": [("mask = valid if mask is None else mask & valid", "pass")]},
-        "attend or left_padded or ragged", ["test_attend_matches_reference", "test_left_padded_batch", "test_ragged_batch"]),
+        "attend or left_padded or ragged",
+        ["test_attend_matches_reference", "test_left_padded_batch", "test_ragged_batch"]),
     "bytes_without_v": (
         {"kv_cache/kv_cache.py": [("return 2 * config.num_layers", "return config.num_layers")]},
         "bytes", ["test_kv_cache_bytes_real_models", "test_formula_equals_allocated_bytes"]),
@@ -59,7 +64,8 @@ KV_MUTANTS = {
         {"kv_cache/sampling.py": [("drop |= before >= top_p", "drop |= probs.cumsum(dim=-1) > top_p")]},
         "top_p or frequencies", ["test_top_k_top_p_sets", "test_sampling_frequencies"]),
     "seed_ignored": (
-        {"kv_cache/generate.py": [("generator = torch.Generator(device=device).manual_seed(params.seed)", "generator = None")]},
+        {"kv_cache/generate.py": [("generator = torch.Generator(device=device).manual_seed(params.seed)",
+                                   "generator = None")]},
         "seed", ["test_seed_reproduces"]),
     "eos_not_stopping": (
         {"kv_cache/generate.py": [("done |= torch.isin(tok, eos)", "pass")]},
@@ -77,47 +83,63 @@ BLOCK_MUTANTS = {
         {BM + "kv_cache_manager.py": [("if not self.can_allocate(new + revived):", "if not self.can_allocate(new):")]},
         "revived", ["test_watermark_counts_revived_cached_blocks"]),
     "hashes_blocks_with_caching_off": (
-        {BM + "block_pool.py": [("        if not self.enable_caching:\n            return\n        block.block_hash = block_hash\n",
-                                 "        block.block_hash = block_hash\n")]},
+        {BM + "block_pool.py": [
+            ("        if not self.enable_caching:\n            return\n        block.block_hash = block_hash\n",
+             "        block.block_hash = block_hash\n")]},
         "caching_off", ["test_prefix_caching_off"]),
     "whole_prompt_served_from_cache": (
         {BM + "kv_cache_manager.py": [("block_hashes(token_ids[:len(token_ids) - 1], self.block_size)",
                                        "block_hashes(token_ids, self.block_size)")]},
         "prefix_hit or random", ["test_prefix_hit_and_fully_cached_prompt", "test_random_operation_sequences"]),
     "no_copy_on_write": (
-        {BM + "kv_cache_manager.py": [("return int(bool(seq.blocks) and partial and seq.blocks[-1].ref_cnt > 1)", "return 0")]},
+        {BM + "kv_cache_manager.py": [("return int(bool(seq.blocks) and partial and seq.blocks[-1].ref_cnt > 1)",
+                                       "return 0")]},
         "fork or random", ["test_fork_copy_on_write", "test_random_operation_sequences"]),
     "blocks_needed_rounds_wrong": (
-        {BM + "kv_cache_manager.py": [("return -(-num_tokens // self.block_size)", "return num_tokens // self.block_size + 1")]},
+        {BM + "kv_cache_manager.py": [("return -(-num_tokens // self.block_size)",
+                                       "return num_tokens // self.block_size + 1")]},
         "watermark or random", ["test_watermark_and_out_of_blocks", "test_random_operation_sequences"]),
     "double_free_unchecked": (
-        {BM + "block_pool.py": [("            if drops[block.block_id] > block.ref_cnt:\n", "            if False:\n")]},
+        {BM + "block_pool.py": [("            if drops[block.block_id] > block.ref_cnt:\n",
+                                 "            if False:\n")]},
         "misuse", ["test_misuse_raises_and_changes_nothing"]),
     "evicted_block_stays_in_cache": (
-        {BM + "block_pool.py": [("                del self.cached_block_hash_to_block[block.block_hash]", "                pass")]},
+        {BM + "block_pool.py": [("                del self.cached_block_hash_to_block[block.block_hash]",
+                                 "                pass")]},
         "revive or random", ["test_cached_blocks_revive_and_evict_lru", "test_random_operation_sequences"]),
     "revived_block_left_in_free_queue": (
-        {BM + "block_pool.py": [("            if block.ref_cnt == 0:\n                self.free_block_queue.remove(block)", "            if False:\n                pass")]},
+        {BM + "block_pool.py": [
+            ("            if block.ref_cnt == 0:\n                self.free_block_queue.remove(block)",
+             "            if False:\n                pass")]},
         "revive or random", ["test_cached_blocks_revive_and_evict_lru", "test_random_operation_sequences"]),
     "hash_ignores_parent": (
-        {BM + "hashing.py": [('h.update(b"root" if parent_block_hash is None else parent_block_hash.to_bytes(8, "little"))', "pass")]},
+        {BM + "hashing.py": [
+            ('h.update(b"root" if parent_block_hash is None else parent_block_hash.to_bytes(8, "little"))', "pass")]},
         "chained or random", ["test_chained_hashes"]),
     "freed_block_put_at_front": (
-        {BM + "block.py": [("        block.prev_free_block, block.next_free_block = self.tail, None\n        if self.tail is not None:\n            self.tail.next_free_block = block\n        else:\n            self.head = block\n        self.tail = block",
-                            "        block.prev_free_block, block.next_free_block = None, self.head\n        if self.head is not None:\n            self.head.prev_free_block = block\n        else:\n            self.tail = block\n        self.head = block")]},
+        {BM + "block.py": [("        block.prev_free_block, block.next_free_block = self.tail, None\n"
+                            "        if self.tail is not None:\n            self.tail.next_free_block = block\n"
+                            "        else:\n            self.head = block\n        self.tail = block",
+                            "        block.prev_free_block, block.next_free_block = None, self.head\n"
+                            "        if self.head is not None:\n            self.head.prev_free_block = block\n"
+                            "        else:\n            self.tail = block\n        self.head = block")]},
         "queue or ref_counts", ["test_queue_order_remove_append", "test_allocate_free_and_ref_counts"]),
 }
 PA = "paged_attention/kernels.py"
 PA_MUTANTS = {
     "slot_zero_taken_for_padding": (
-        {PA: [("mask = (idx < NUM_KV_HEADS * HEAD_SIZE) & (slot >= 0)", "mask = (idx < NUM_KV_HEADS * HEAD_SIZE) & (slot > 0)")]},
+        {PA: [("mask = (idx < NUM_KV_HEADS * HEAD_SIZE) & (slot >= 0)",
+               "mask = (idx < NUM_KV_HEADS * HEAD_SIZE) & (slot > 0)")]},
         "writes_exactly", ["test_writes_exactly_the_given_slots"]),
     "dispatcher_split_branch_loses_the_scale": (
-        {PA: [("    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, scale, n,\n",
-               "    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, 1.0, n,\n")]},
+        {PA: [("    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, "
+               "scale, n,\n",
+               "    return paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, "
+               "1.0, n,\n")]},
         "dispatcher", ["test_dispatcher_and_split_choice"]),
     "off_by_one_on_the_last_token": (
-        {PA: [("end = tl.minimum(start + partition_size, seq_len)", "end = tl.minimum(start + partition_size, seq_len - 1)")]},
+        {PA: [("end = tl.minimum(start + partition_size, seq_len)",
+               "end = tl.minimum(start + partition_size, seq_len - 1)")]},
         "decode_matches or split_k", ["test_decode_matches_reference", "test_split_k_matches_reference"]),
     "tail_not_masked_in_softmax": (
         {PA: [('s = tl.where(tmask[None, :], s * scale, float("-inf"))', "s = s * scale")]},
@@ -126,7 +148,8 @@ PA_MUTANTS = {
         {PA: [("head = kvh * QUERY_GROUP + g", "head = g * NUM_KV_HEADS + kvh")]},
         "mapping or decode_matches", ["test_query_head_to_kv_head_mapping", "test_decode_matches_reference"]),
     "scale_applied_twice": (
-        {PA: [('s = tl.where(tmask[None, :], s * scale, float("-inf"))', 's = tl.where(tmask[None, :], s * scale * scale, float("-inf"))')]},
+        {PA: [('s = tl.where(tmask[None, :], s * scale, float("-inf"))',
+               's = tl.where(tmask[None, :], s * scale * scale, float("-inf"))')]},
         "decode_matches", ["test_decode_matches_reference"]),
     "softmax_without_max_subtraction": (
         {PA: [("m_new = tl.maximum(m_i, tl.max(s, 1))", "m_new = tl.zeros_like(m_i)")]},
@@ -136,10 +159,12 @@ PA_MUTANTS = {
         "split_k", ["test_split_k_matches_reference"]),
     "decode_scribbles_on_the_cache": (
         {PA: [("    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]\n",
-               "    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]\n    tl.store(k_cache_ptr + d, tl.zeros([HEAD_SIZE], tl.float32).to(k_cache_ptr.dtype.element_ty))\n")]},
+               "    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]\n"
+               "    tl.store(k_cache_ptr + d, tl.zeros([HEAD_SIZE], tl.float32).to(k_cache_ptr.dtype.element_ty))\n")]},
         "decode_matches", ["test_decode_matches_reference"]),
     "block_and_offset_swapped_on_write": (
-        {PA: [("dst = (slot // BLOCK_SIZE) * stride_cb + (slot % BLOCK_SIZE) * stride_ct", "dst = (slot % BLOCK_SIZE) * stride_cb + (slot // BLOCK_SIZE) * stride_ct")]},
+        {PA: [("dst = (slot // BLOCK_SIZE) * stride_cb + (slot % BLOCK_SIZE) * stride_ct",
+               "dst = (slot % BLOCK_SIZE) * stride_cb + (slot // BLOCK_SIZE) * stride_ct")]},
         "given_slots", ["test_writes_exactly_the_given_slots"]),
 }
 EN = "engine/"
@@ -158,11 +183,13 @@ ENGINE_MUTANTS = {
         {EN + "model_runner.py": [("pos += range(c, c + p.num_tokens)", "pos += range(p.num_tokens)")]},
         "ragged or chunked", ["test_batch_of_ragged_prompts", "test_chunked_prefill"]),
     "preemption_keeps_blocks": (
-        {EN + "scheduler.py": [("        self.running.remove(seq)\n        self.kv.free(seq.seq_id)\n        seq.num_computed_tokens = 0",
-                                "        self.running.remove(seq)\n        seq.num_computed_tokens = 0")]},
+        {EN + "scheduler.py": [
+            ("        self.running.remove(seq)\n        self.kv.free(seq.seq_id)\n        seq.num_computed_tokens = 0",
+             "        self.running.remove(seq)\n        seq.num_computed_tokens = 0")]},
         "preemption", ["test_preemption_by_recompute", "test_preemption_takes_the_newest_and_requeues_it_first"]),
     "every_sequence_reads_the_first_block_table": (
-        {EN + "model_runner.py": [("blocks = inputs.block_tables[s, idx // bs].long()", "blocks = inputs.block_tables[0, idx // bs].long()")]},
+        {EN + "model_runner.py": [("blocks = inputs.block_tables[s, idx // bs].long()",
+                                   "blocks = inputs.block_tables[0, idx // bs].long()")]},
         "ragged", ["test_batch_of_ragged_prompts"]),
 }
 ZE = "zero/"
@@ -172,43 +199,53 @@ ZERO_MUTANTS = {
                              "        if False:\n            work, flat = g.pending\n")]},
         "communication_per_step", ["test_communication_per_step"]),
     "gradients_summed_not_averaged": (
-        {ZE + "comm.py": [("        dist.reduce_scatter_tensor(shard, full, group=self.group)\n        shard.div_(self.world_size)\n",
-                           "        dist.reduce_scatter_tensor(shard, full, group=self.group)\n")]},
+        {ZE + "comm.py": [
+            ("        dist.reduce_scatter_tensor(shard, full, group=self.group)\n        shard.div_(self.world_size)\n",
+             "        dist.reduce_scatter_tensor(shard, full, group=self.group)\n")]},
         "mean_reductions or prefetch", ["test_mean_reductions", "test_stage3_prefetch"]),
     "shards_of_the_unpadded_size": (
-        {ZE + "partition.py": [("shard = padded_numel(numel, world_size) // world_size\n    return rank * shard, (rank + 1) * shard",
-                                "shard = numel // world_size\n    return rank * shard, min((rank + 1) * shard, numel)")]},
+        {ZE + "partition.py": [
+            ("shard = padded_numel(numel, world_size) // world_size\n    return rank * shard, (rank + 1) * shard",
+             "shard = numel // world_size\n    return rank * shard, min((rank + 1) * shard, numel)")]},
         "shard_range or prefetch", ["test_padded_numel_and_shard_range", "test_stage3_prefetch"]),
     "stage3_reuses_a_stale_gather": (
-        {ZE + "engine.py": [("            flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
-                             "            self.comm.all_gather(flat, g.param_shard)\n",
-                             "            flat = getattr(g, 'kept', None)\n            if flat is None:\n"
-                             "                flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
-                             "                self.comm.all_gather(flat, g.param_shard)\n                g.kept = flat\n")]},
+        {ZE + "engine.py": [
+            ("            flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
+             "            self.comm.all_gather(flat, g.param_shard)\n",
+             "            flat = getattr(g, 'kept', None)\n            if flat is None:\n"
+             "                flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
+             "                self.comm.all_gather(flat, g.param_shard)\n                g.kept = flat\n")]},
         "single_process_adamw", ["test_matches_single_process_adamw"]),
     "optimizer_state_for_the_full_model": (
         {ZE + "engine.py": [("self.exp_avg = torch.zeros(total, dtype=torch.float32, device=dev)",
-                             "self.exp_avg = torch.zeros(sum(g.padded_numel for g in self.groups), dtype=torch.float32, device=dev)")]},
+                             "self.exp_avg = torch.zeros(sum(g.padded_numel for g in self.groups), "
+                             "dtype=torch.float32, device=dev)")]},
         "memory_per_rank", ["test_memory_per_rank"]),
     "stage2_keeps_the_full_gradients": (
-        {ZE + "engine.py": [("        for p in g.params:\n            p.grad = None\n        g.grads_ready = len(g.params)",
-                             "        g.grads_ready = len(g.params)")]},
+        {ZE + "engine.py": [
+            ("        for p in g.params:\n            p.grad = None\n        g.grads_ready = len(g.params)",
+             "        g.grads_ready = len(g.params)")]},
         "memory_per_rank", ["test_memory_per_rank"]),
     "stage1_writes_back_only_its_own_shard": (
-        {ZE + "engine.py": [("self.comm.all_gather(g.flat, g.master.to(cfg.dtype))", "g.shard(g.flat).copy_(g.master)")]},
+        {ZE + "engine.py": [("self.comm.all_gather(g.flat, g.master.to(cfg.dtype))",
+                             "g.shard(g.flat).copy_(g.master)")]},
         "communication_per_step", ["test_communication_per_step"]),
     "adamw_without_bias_correction": (
         {ZE + "adamw.py": [("bias_correction1 = 1 - beta1 ** step", "bias_correction1 = 1.0")]},
         "adamw_matches", ["test_adamw_matches_torch"]),
     "adam_with_l2_not_decoupled_decay": (
-        {ZE + "adamw.py": [("    param.mul_(1 - lr * weight_decay)\n", "    grad = grad.add(param, alpha=weight_decay)\n")]},
+        {ZE + "adamw.py": [("    param.mul_(1 - lr * weight_decay)\n",
+                            "    grad = grad.add(param, alpha=weight_decay)\n")]},
         "adamw_matches", ["test_adamw_matches_torch"]),
     "all_reduce_counted_as_one_pass": (
-        {ZE + "comm.py": [("return 2 * per_pass if op == \"all_reduce\" else per_pass", "return per_pass")]},
+        {ZE + "comm.py": [("return 2 * per_pass if op == \"all_reduce\" else per_pass",
+                           "return per_pass")]},
         "ring_bytes or communication_per_step", ["test_ring_bytes", "test_communication_per_step"]),
 }
-MUTANTS = ({("engine", k): v for k, v in ENGINE_MUTANTS.items()} | {("kv_cache", k): v for k, v in KV_MUTANTS.items()} | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
-           | {("paged_attention", k): v for k, v in PA_MUTANTS.items()} | {("zero", k): v for k, v in ZERO_MUTANTS.items()})
+MUTANTS = ({("engine", k): v for k, v in ENGINE_MUTANTS.items()} | {("kv_cache", k): v for k, v in KV_MUTANTS.items()}
+           | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
+           | {("paged_attention", k): v for k, v in PA_MUTANTS.items()}
+           | {("zero", k): v for k, v in ZERO_MUTANTS.items()})
 
 
 @pytest.mark.slow

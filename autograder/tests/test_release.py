@@ -18,7 +18,8 @@ def test_stub_names_assignment_function_and_hint():
     ''')
     out = release.stub_source(src, "kv_cache", "kv_cache/kv_cache.py")
     assert '"""Docstring stays."""' in out and "self.k[0] = k" not in out
-    assert 'raise NotImplementedError("kv_cache: KVCache.append (kv_cache/kv_cache.py): write at [length, length + n)")' in out
+    assert ('raise NotImplementedError("kv_cache: KVCache.append (kv_cache/kv_cache.py): '
+            'write at [length, length + n)")') in out
     ns = {}
     exec(compile(out, "x", "exec"), ns)
     with pytest.raises(NotImplementedError, match="KVCache.append"):
@@ -53,7 +54,8 @@ def test_release_is_idempotent_and_in_sync(tmp_path):
     release.release_into(tmp_path / "one")  # twice into the same place
     release.release_into(tmp_path / "two")
     assert release._compare(tmp_path / "one", tmp_path / "two", type(tmp_path)(".")) == []
-    assert release.check(REPO_ROOT / "assignments") == [], "assignments/ is out of date: run python -m autograder release"
+    assert release.check(REPO_ROOT / "assignments") == [], \
+        "assignments/ is out of date: run python -m autograder release"
 
 
 def test_check_reports_edits_and_leftover_markers(tmp_path):

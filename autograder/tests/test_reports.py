@@ -9,7 +9,8 @@ from autograder.results import AssignmentResult, GradeReport, TestResult
 def sample_report():
     a = AssignmentResult("kv_cache", "KV caching", tests=[
         TestResult("kv_cache", "kv_cache/test_a.py::test_ok", "test_ok: fine", "correctness", 2, "passed", 2, ""),
-        TestResult("kv_cache", "kv_cache/test_a.py::test_bad", "test_bad", "correctness", 3, "failed", 0, "AssertionError: x"),
+        TestResult("kv_cache", "kv_cache/test_a.py::test_bad", "test_bad", "correctness", 3, "failed", 0,
+                   "AssertionError: x"),
         TestResult("kv_cache", "kv_cache/test_g.py::test_speed", "test_speed", "speed", 4, "not_graded", 0,
                    "not graded here (no GPU)"),
         TestResult("kv_cache", "kv_cache/test_g.py::test_fast", "test_fast", "speed", 2, "passed", 1.5, "0.9x",

@@ -36,7 +36,8 @@ def test_no_solutions_in_the_edition(edition):
 def test_make_test_grades_the_students_work_there(edition):
     out, _ = edition
     dry = subprocess.run(["make", "-n", "test", f"VENV={REPO_ROOT / '.venv'}"], cwd=out, capture_output=True, text=True)
-    assert "autograder grade --impl assignments" in dry.stdout and "pytest autograder/tests" not in dry.stdout, dry.stdout
+    assert "autograder grade --impl assignments" in dry.stdout and "pytest autograder/tests" not in dry.stdout, \
+        dry.stdout
 
 
 @pytest.mark.slow

@@ -13,8 +13,10 @@ def test_allocate_free_and_ref_counts(bm):
     a = pool.get_new_blocks(3)
     got = [(b.block_id, b.ref_cnt) for b in a]
     assert got == [(0, 1), (1, 1), (2, 1)], \
-        f"get_new_blocks(3) on a fresh pool: (block_id, ref_cnt) {got}, expected the front of the free queue (0, 1, 2), each with ref_cnt 1"
-    assert pool.get_num_free_blocks() == 5, f"8 blocks, 3 taken: get_num_free_blocks() gave {pool.get_num_free_blocks()}, expected 5"
+        f"get_new_blocks(3) on a fresh pool: (block_id, ref_cnt) {got}, " \
+        "expected the front of the free queue (0, 1, 2), each with ref_cnt 1"
+    assert pool.get_num_free_blocks() == 5, \
+        f"8 blocks, 3 taken: get_num_free_blocks() gave {pool.get_num_free_blocks()}, expected 5"
     pool.touch([a[1]])
     assert a[1].ref_cnt == 2, "touch() adds a reference"
     pool.free_blocks([a[2], a[1], a[0]])
@@ -22,7 +24,8 @@ def test_allocate_free_and_ref_counts(bm):
         "a block goes back to the free queue (at the back, in the order freed) only when its last reference is dropped"
     pool.free_blocks([a[1]])
     assert free_ids(pool) == [3, 4, 5, 6, 7, 2, 0, 1] and pool.get_num_free_blocks() == 8, \
-        f"block 1's last reference dropped: free queue {free_ids(pool)}, expected it appended at the back: [3, 4, 5, 6, 7, 2, 0, 1]"
+        f"block 1's last reference dropped: free queue {free_ids(pool)}, " \
+        "expected it appended at the back: [3, 4, 5, 6, 7, 2, 0, 1]"
 
 
 @pytest.mark.points(2)
@@ -58,19 +61,22 @@ def test_cached_blocks_revive_and_evict_lru(bm):
     pool.free_blocks([b, a])  # queue: 2, 3, b(1), a(0)
     assert pool.get_cached_block(111) is a and pool.get_cached_block(222) is b, "freed blocks stay cached"
     pool.touch([a])
-    assert a.ref_cnt == 1 and pool.get_num_free_blocks() == 3 and a not in pool.free_block_queue.get_all_free_blocks(), \
+    assert (a.ref_cnt == 1 and pool.get_num_free_blocks() == 3
+            and a not in pool.free_block_queue.get_all_free_blocks()), \
         "touch() on a cached free block takes it out of the free queue"
     new = pool.get_new_blocks(3)  # 2, 3, then b: evicted
     assert [x.block_id for x in new] == [2, 3, 1], (
-        f"get_new_blocks(3) gave blocks {[x.block_id for x in new]}; the free queue was 2, 3, 1 (block 0 was revived by "
-        "touch and left the queue): allocation takes from the front, evicting cached blocks in that order")
+        f"get_new_blocks(3) gave blocks {[x.block_id for x in new]}; the free queue was 2, 3, 1 "
+        "(block 0 was revived by touch and left the queue): allocation takes from the front, "
+        "evicting cached blocks in that order")
     assert pool.get_cached_block(222) is None and b.block_hash is None, "an evicted block leaves the cache"
     assert pool.get_cached_block(111) is a, "evicting block 1 (hash 222) must leave block 0's hash 111 cached"
     dup = new[0]
     pool.cache_full_block(dup, 111)  # identical block computed twice: the first stays in the map
     assert pool.get_cached_block(111) is a, (
         f"a second block cached with an existing hash replaced the first: get_cached_block(111) is block "
-        f"{getattr(pool.get_cached_block(111), 'block_id', None)}, expected block 0 (the map keeps the block cached first)")
+        f"{getattr(pool.get_cached_block(111), 'block_id', None)}, "
+        "expected block 0 (the map keeps the block cached first)")
     pool.free_blocks([dup])
     pool.get_new_blocks(1)
     assert pool.get_cached_block(111) is a, "evicting a duplicate must not drop the original's entry"

@@ -22,10 +22,12 @@ def test_paged_memory_efficiency(bm, grade):
     paged = bm.simulate.replay_paged(bm.kv_cache_manager.KVCacheManager, trace, SLOTS, BLOCK, limit=LIMIT)
     naive = bm.simulate.replay_naive(bm.naive.NaiveAllocator, trace, SLOTS, limit=LIMIT)
     assert paged.finished == LIMIT, f"only {paged.finished} of {LIMIT} requests finished"
-    assert max(l / r for l, r in zip(paged.live_tokens, paged.reserved_tokens) if r) <= 1.0, "more live tokens than reserved slots"
+    assert max(live / r for live, r in zip(paged.live_tokens, paged.reserved_tokens) if r) <= 1.0, \
+        "more live tokens than reserved slots"
     grade.extra.update(paged_efficiency=paged.efficiency, naive_efficiency=naive.efficiency,
                        preemptions=paged.preemptions, max_running=max(paged.running))
     print(f"paged {paged.efficiency:.3f} (max {max(paged.running)} running, {paged.preemptions} preemptions); "
           f"naive {naive.efficiency:.3f} (max {max(naive.running)} running)")
     assert paged.efficiency >= 0.90, f"paged efficiency {paged.efficiency:.3f} < 0.90: blocks reserved but not filled?"
-    assert paged.efficiency >= 3 * naive.efficiency, f"paged {paged.efficiency:.3f} is not 3x naive {naive.efficiency:.3f}"
+    assert paged.efficiency >= 3 * naive.efficiency, \
+        f"paged {paged.efficiency:.3f} is not 3x naive {naive.efficiency:.3f}"

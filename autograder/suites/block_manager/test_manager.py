@@ -97,7 +97,8 @@ def test_fork_copy_on_write(bm, prompt_len):
     assert sp != sc, "parent and child wrote the same slot"
     copies = m.take_copies()
     if prompt_len % BS == 0:
-        assert copies == [] and tp[:-1] == tc[:-1] == shared, "at a block boundary the shared blocks stay shared, no copy"
+        assert copies == [] and tp[:-1] == tc[:-1] == shared, \
+            "at a block boundary the shared blocks stay shared, no copy"
     else:
         assert tp[:-1] == tc[:-1] == shared[:-1], "full blocks stay shared"
         assert len(copies) == 1 and copies[0][0] == shared[-1], f"one copy of the shared last block, got {copies}"
@@ -126,7 +127,8 @@ def test_watermark_and_out_of_blocks(bm):
     assert m.append_slots("a", [1] * (2 * BS)) is not None, "running sequences may use the watermark"
     assert m.get_num_free_blocks() == 0, f"all 10 blocks in use: {m.get_num_free_blocks()} free, expected 0"
     assert m.append_slots("a", [1]) is None and m.num_tokens("a") == 10 * BS, \
-        "out of blocks, append_slots() must return None and leave the sequence's length unchanged (the scheduler preempts)"
+        "out of blocks, append_slots() must return None and leave the sequence's length unchanged " \
+        "(the scheduler preempts)"
 
 
 def _free_queue_ids(m) -> list[int]:
@@ -166,7 +168,8 @@ def test_watermark_counts_revived_cached_blocks(bm):
         "block counts as a new block for can_allocate)")
     fits = m.allocate("b", prefix + list(range(6 * BS)))  # 2 revived + 6 new = 8: admitted, with the hit
     assert fits is not None and fits.num_computed_tokens == 2 * BS, (
-        "2 revived + 6 new blocks fit the 8 usable ones: allocate() must admit the prompt and reuse the 2 cached blocks")
+        "2 revived + 6 new blocks fit the 8 usable ones: "
+        "allocate() must admit the prompt and reuse the 2 cached blocks")
 
 
 @pytest.mark.points(1)
@@ -216,7 +219,8 @@ def test_manager_misuse_is_refused(bm):
     with pytest.raises(KeyError):
         m.append_slots("nobody", [1])
     same("fork() / append_slots() of an unknown id (expected KeyError)")
-    assert m.append_slots("a", []) == [] and m.num_tokens("a") == 6, "append_slots(seq, []) must return [] and add nothing"
+    assert m.append_slots("a", []) == [] and m.num_tokens("a") == 6, \
+        "append_slots(seq, []) must return [] and add nothing"
     same("append_slots(seq, [])")
     in_use = m.pool.blocks[m.get_block_table("a")[0]]
     with pytest.raises(ValueError):

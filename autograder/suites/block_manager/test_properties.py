@@ -47,7 +47,8 @@ class ManagerMachine(RuleBasedStateMachine):
         refs = dict(zip(self.block_ids, gather(self.blocks, "ref_cnt")))
         for i, s in enumerate(slots, start):
             assert s == table[i // BS] * BS + i % BS, f"slot {s} for token {i} does not follow the block table {table}"
-            assert refs[s // BS] == 1, f"slot {s} is in block {s // BS} shared by {refs[s // BS]} sequences: writing it corrupts the others"
+            assert refs[s // BS] == 1, \
+                f"slot {s} is in block {s // BS} shared by {refs[s // BS]} sequences: writing it corrupts the others"
             self.memory[s] = toks[i]
 
     @rule(length=st.integers(1, 14), alphabet=st.integers(1, 3))
@@ -61,8 +62,8 @@ class ManagerMachine(RuleBasedStateMachine):
             del self.tokens[seq]
             return
         assert alloc.num_computed_tokens % BS == 0 and alloc.num_computed_tokens < length, (
-            f"a prompt of {length} tokens was admitted with num_computed_tokens={alloc.num_computed_tokens}: a prefix hit "
-            f"covers whole blocks only (a multiple of {BS}), and the last prompt token is always computed")
+            f"a prompt of {length} tokens was admitted with num_computed_tokens={alloc.num_computed_tokens}: "
+            f"a prefix hit covers whole blocks only (a multiple of {BS}), and the last prompt token is always computed")
         self._write(seq, alloc.num_computed_tokens, alloc.slot_mapping)
 
     @precondition(lambda self: self.tokens)

@@ -36,7 +36,8 @@ def test_decode_matches_reference(pa, rng, device, dtype, head_size, block_size)
                                             case.seq_lens, case.scale, out=out)
     assert got.data_ptr() == out.data_ptr(), "write into `out` when it is given, and return it"
     inputs.check(what="paged_attention_decode")
-    assert_close(got, reference(case), what=f"paged_attention_decode {IDS[CONFIGS.index((dtype, head_size, block_size))]}", dtype=dtype)
+    assert_close(got, reference(case),
+                 what=f"paged_attention_decode {IDS[CONFIGS.index((dtype, head_size, block_size))]}", dtype=dtype)
 
 
 @pytest.mark.points(2)

@@ -5,7 +5,8 @@ import torch
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("dtype,block_size,head_size", [(torch.float32, 8, 64), (torch.float16, 16, 128),
-                                                        (torch.float32, 32, 128)], ids=["fp32-b8-d64", "fp16-b16-d128", "fp32-b32-d128"])
+                                                        (torch.float32, 32, 128)],
+                         ids=["fp32-b8-d64", "fp16-b16-d128", "fp32-b32-d128"])
 def test_writes_exactly_the_given_slots(pa, rng, device, dtype, block_size, head_size):
     """Every token's key and value land in its slot (slot 0 and the last slot included), -1 slots are
     skipped, and no other slot changes."""

@@ -37,7 +37,8 @@ def test_nccl_matches_single_process_adamw(zero, seed, stage):
     want = reference_params(spec)
     assert_params_close(out["params"], want, f"stage {stage} on {WORLD} GPUs", atol=max(1e-5, reorder_atol(spec, want)),
                         rel_norm=1e-4)
-    assert out["losses"][0] != out["losses"][1], "both ranks reported the same losses: each trains on its own micro-batch"
+    assert out["losses"][0] != out["losses"][1], \
+        "both ranks reported the same losses: each trains on its own micro-batch"
 
 
 def _speed(grade, stage: int):

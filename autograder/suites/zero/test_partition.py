@@ -17,9 +17,11 @@ def test_padded_numel_and_shard_range(zero):
             assert bounds[0][0] == 0 and bounds[-1][1] == padded, \
                 f"shard_range({numel}, r, {ws}) must cover [0, {padded}) (the padded buffer), got {bounds}"
             for r, (a, b) in enumerate(bounds):
-                assert b - a == padded // ws, f"shard_range({numel}, {r}, {ws}) = {(a, b)}: every shard has {padded // ws} elements"
+                assert b - a == padded // ws, \
+                    f"shard_range({numel}, {r}, {ws}) = {(a, b)}: every shard has {padded // ws} elements"
                 if r:
-                    assert a == bounds[r - 1][1], f"shards {r - 1} and {r} of ({numel}, ws={ws}) overlap or leave a gap: {bounds}"
+                    assert a == bounds[r - 1][1], \
+                        f"shards {r - 1} and {r} of ({numel}, ws={ws}) overlap or leave a gap: {bounds}"
 
 
 @pytest.mark.points(2)

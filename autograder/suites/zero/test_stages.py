@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from autograder.fixtures.ranks import SandboxRanks
-from autograder.fixtures.zero import RunSpec, assert_params_close, build_model, reference_params, reorder_atol, train_zero
+from autograder.fixtures.zero import (RunSpec, assert_params_close, build_model, reference_params, reorder_atol,
+                                      train_zero)
 
 
 @pytest.mark.points(2)
