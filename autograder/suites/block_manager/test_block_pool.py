@@ -80,3 +80,31 @@ def test_cached_blocks_revive_and_evict_lru(bm):
     pool.free_blocks([dup])
     pool.get_new_blocks(1)
     assert pool.get_cached_block(111) is a, "evicting a duplicate must not drop the original's entry"
+
+
+@pytest.mark.points(1)
+def test_duplicate_cached_block_keeps_its_hash(bm):
+    """cache_full_block with a hash already in the map keeps the map's entry but still gives the
+    block its hash: the next block's hash chains from it, so a later prompt can hit past it."""
+    pool = bm.block_pool.BlockPool(4)
+    first, dup = pool.get_new_blocks(2)
+    pool.cache_full_block(first, 111)
+    pool.cache_full_block(dup, 111)
+    assert pool.get_cached_block(111) is first and dup.block_hash == 111, (
+        "block_pool.py, BlockPool.cache_full_block: a second block cached under an existing hash must keep the "
+        f"first block in the map and still get block_hash 111 itself (got block_hash {dup.block_hash!r}): "
+        "the pool knows the block is full, and the next block's hash chains from it")
+    # the consequence in the manager: two identical prompts admitted back to back; the second recomputes its
+    # last full block (the (len - 1) // block_size cap), a duplicate; then it fills one more block
+    bs = 4
+    m = bm.kv_cache_manager.KVCacheManager(12, bs, watermark=0)
+    prompt = list(range(30, 30 + 2 * bs))
+    m.allocate("a", prompt)
+    m.allocate("b", prompt)  # hits block 0 only; its block 1 duplicates a's
+    m.append_slots("b", list(range(70, 70 + bs)))  # fills b's block 2, hashed from its block 1's hash
+    longer = prompt + list(range(70, 70 + bs)) + [1]
+    hit = m.get_computed_blocks(longer)
+    assert len(hit) == 3, (
+        "block_pool.py, BlockPool.cache_full_block: sequence b recomputed a block already cached (a duplicate), "
+        f"then filled the next one; a prompt of b's 12 tokens + 1 must hit all 3 blocks, got {len(hit)}: the "
+        "duplicate kept no hash, so the block after it was hashed without its parent")

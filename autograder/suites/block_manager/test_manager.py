@@ -226,3 +226,60 @@ def test_manager_misuse_is_refused(bm):
     with pytest.raises(ValueError):
         m.pool.free_block_queue.remove(in_use)
     same("FreeKVCacheBlockQueue.remove() of a block not in the queue (expected ValueError)")
+
+
+@pytest.mark.points(1)
+def test_prefix_lookup_stops_at_the_first_miss(bm):
+    """get_computed_blocks is a query (no ref count or free count changes) and returns the cached
+    blocks that START the prompt: after the first miss nothing counts, even a block still cached."""
+    from autograder.remote.client import gather
+
+    m = bm.kv_cache_manager.KVCacheManager(8, BS, watermark=0)
+    prompt = list(range(40, 40 + 2 * BS)) + [1]  # 2 full blocks + 1 token
+    m.allocate("a", prompt)
+    t = list(m.get_block_table("a"))
+    refs = lambda: gather(m.pool.blocks, "ref_cnt")  # noqa: E731
+    before = (refs(), m.get_num_free_blocks())
+    hit = m.get_computed_blocks(prompt)
+    assert [b.block_id for b in hit] == t[:2], f"get_computed_blocks: expected blocks {t[:2]}, got {hit}"
+    assert (refs(), m.get_num_free_blocks()) == before, (
+        "kv_cache_manager.py, get_computed_blocks: it must change no ref count and take no block from the free "
+        "queue (allocate() touches the hits once it knows the prompt fits)")
+    m.free("a")  # free queue: 3..7, then a's blocks tail first: t[2], t[1], t[0]
+    m.pool.touch([m.pool.blocks[t[1]]])
+    m.pool.free_blocks([m.pool.blocks[t[1]]])  # move block 1 to the back: ..., t[2], t[0], t[1]
+    taken = m.pool.get_new_blocks(m.get_num_free_blocks() - 1)  # evicts everything up to block 0, keeps block 1
+    assert m.pool.get_cached_block(hash_chain(bm, prompt)[1]) is not None, "setup: block 1 should still be cached"
+    hit = m.get_computed_blocks(prompt)
+    assert hit == [], (
+        "kv_cache_manager.py, get_computed_blocks: the prompt's block 0 was evicted but its block 1 is still "
+        f"cached; the hit must be [] (stop at the first miss: a prefix is a run from the start), got "
+        f"{[b.block_id for b in hit]}")
+    m.pool.free_blocks(taken)
+
+
+def hash_chain(bm, tokens):
+    return bm.hashing.block_hashes(tokens, BS)
+
+
+@pytest.mark.points(1)
+def test_append_slots_counts_the_copy_on_write_block(bm):
+    """append_slots into a shared, partly filled last block needs one free block for the copy even
+    when the token fits in that block: with none free it returns None and changes nothing."""
+    m = bm.kv_cache_manager.KVCacheManager(6, BS, enable_prefix_caching=False, watermark=0)
+    m.allocate("p", list(range(6)))  # blocks: 1 full + 1 with 2 of 4 tokens
+    m.fork("p", "c")
+    m.allocate("x", list(range(4 * BS)))  # takes the 4 other blocks: none free
+    table = list(m.get_block_table("c"))
+    try:
+        got = m.append_slots("c", [9])
+    except Exception as e:  # noqa: BLE001 (the pool's BlockPoolError, raised half way through)
+        pytest.fail("kv_cache_manager.py, append_slots: the child's last block is shared and partly filled, so its "
+                    f"next token needs a new block for the copy, and none is free: expected None, got {e!r} "
+                    "(count the copy-on-write block in the check, before changing anything)")
+    assert got is None and m.num_tokens("c") == 6 and m.get_block_table("c") == table and m.take_copies() == [], (
+        "kv_cache_manager.py, append_slots: the child's last block is shared and partly filled, so its next "
+        "token needs a private copy (a new block), and no block is free: expected None with the sequence "
+        f"unchanged, got {got!r}, {m.num_tokens('c')} tokens, table {m.get_block_table('c')} (was {table})")
+    m.free("x")
+    assert m.append_slots("c", [9]) is not None, "with free blocks again, append_slots must give the slot"
