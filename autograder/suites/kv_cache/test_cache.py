@@ -27,6 +27,9 @@ def test_append_prefill_then_decode(kv, rng):
             assert torch.equal(got, want), f"{what} after {want.shape[2]} tokens differ from what was appended (written at the wrong slot?)"
         assert keys.data_ptr() == cache.k.data_ptr() and values.data_ptr() == cache.v.data_ptr(), \
             "append must return views of the cache buffers, not copies"
+        filled_k, filled_v = cache.keys(), cache.values()
+        assert filled_k.data_ptr() == cache.k.data_ptr() and filled_v.data_ptr() == cache.v.data_ptr(), \
+            "kv_cache.py, KVCache.keys() / values(): expected views of the cache buffers (a slice), not copies"
         ks.append(rand(rng, b, h, 1, d))
         vs.append(rand(rng, b, h, 1, d))
         keys, values = cache.append(ks[-1], vs[-1])
@@ -36,9 +39,15 @@ def test_append_prefill_then_decode(kv, rng):
 def test_reset_forgets_everything(kv, rng):
     """After reset() the next append starts at slot 0 and the views hold only the new tokens."""
     cache = kv.cache.KVCache(1, 2, 16, 4)
+    # the test's own buffers (what the worker returns that views them comes back as a view of them)
+    cache.k, cache.v = poison_(cache.k), poison_(cache.v)
+    old_k, old_v = cache.k, cache.v
     cache.append(rand(rng, 1, 2, 10, 4), rand(rng, 1, 2, 10, 4))
     cache.reset()
     assert cache.length == 0, "reset() must set length to 0"
+    assert cache.k.data_ptr() == old_k.data_ptr() and cache.v.data_ptr() == old_v.data_ptr(), (
+        "kv_cache.py, KVCache.reset(): expected the same k and v buffers after reset (keep the buffers, only "
+        "length goes back to 0: a cache is allocated once and reused)")
     k, v = rand(rng, 1, 2, 3, 4), rand(rng, 1, 2, 3, 4)
     keys, values = cache.append(k, v)
     assert keys.shape[2] == 3 and torch.equal(keys, k) and torch.equal(values, v), \

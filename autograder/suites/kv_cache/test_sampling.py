@@ -113,3 +113,22 @@ def test_one_generator_for_the_whole_generation(kv, rng):
     # probability below 1e-20. Re-seeded every step: the same uniform draw each time, 1 to 3 distinct.
     assert distinct > 12, (f"24 steps at temperature 1e4 (seed {seed}) gave only {distinct} different tokens: {out}. "
                            "Make one torch.Generator per generate() call, seeded once, and pass it to every sample()")
+
+
+@pytest.mark.points(1)
+def test_sample_works_in_float32(kv, rng):
+    """bf16 logits are sampled in float32: over 1000 equally likely tokens, top_p = 0.7003 keeps
+    exactly 701 (700 hold 0.7 before the 701st). Summed in bf16, the cumulative probabilities lose
+    mass (steps of 0.001 round away at 0.5 and above) and fewer tokens are kept."""
+    n, vocab = 20000, 1000
+    logits = torch.zeros(n, vocab, dtype=torch.bfloat16)
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    toks = kv.sampling.sample(logits, kv.sampling.SamplingParams(temperature=1.0, top_p=0.7003),
+                              torch.Generator().manual_seed(seed))
+    assert toks.dtype == torch.int64 and toks.shape == (n,), f"sample returned {toks.dtype} {list(toks.shape)}"
+    distinct = len(set(toks.tolist()))
+    # 20,000 draws over 701 equally likely tokens miss one with probability below 1e-9
+    assert distinct == 701, (
+        f"sampling.py, sample: bf16 logits of 1000 equal tokens, top_p 0.7003 (seed {seed}): {distinct} different "
+        "tokens were drawn, expected exactly 701 (the smallest set whose probability reaches 0.7003); convert the "
+        "logits to float32 first, as the docstring says: in bf16 the cumulative sum rounds")
