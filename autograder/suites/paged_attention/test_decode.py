@@ -69,6 +69,9 @@ def test_split_k_matches_reference(pa, rng, device, num_splits):
     inputs = Unchanged(query=case.query, key_cache=case.key_cache, value_cache=case.value_cache)
     got = pa.kernels.paged_attention_decode_split_k(case.query, case.key_cache, case.value_cache, case.block_tables,
                                                     case.seq_lens, case.scale, num_splits, case.max_seq_len, out=out)
+    assert got.data_ptr() == out.data_ptr(), (
+        "kernels.py, paged_attention_decode_split_k: write the combined output into `out` when it is given, and "
+        "return it (the engine passes its own buffer, as for paged_attention_decode)")
     inputs.check(what="paged_attention_decode_split_k")
     assert_close(got, reference(case), what=f"split-K with {num_splits} splits")
 
@@ -92,3 +95,15 @@ def test_dispatcher_and_split_choice(pa, rng, device):
     for args in [(256, 8, 1024, 132), (1, 1, 1, 132), (3, 2, 100, 4)]:
         n = choose(*args)
         assert isinstance(n, int) and n >= 1, f"choose_num_splits{args} = {n!r}: need an int >= 1"
+
+
+@pytest.mark.points(1)
+def test_splits_keep_a_few_hundred_tokens(pa):
+    """choose_num_splits keeps every split at least a few hundred tokens (each split costs a partial
+    output and a share of the reduction): short sequences are not split however idle the GPU is."""
+    choose = pa.kernels.choose_num_splits
+    for args in [(1, 1, 1, 132), (1, 8, 100, 132), (2, 8, 4096, 132), (1, 2, 2048, 4), (1, 1, 16384, 132)]:
+        n = choose(*args)
+        assert isinstance(n, int) and (n == 1 or n > 1 and args[2] / n >= 128), (
+            f"kernels.py, choose_num_splits{args} = {n!r}: splits of {args[2] / max(n, 1):.0f} tokens; expected an "
+            f"int >= 1, and when > 1, splits of at least a few hundred tokens (>= 128 here) of the {args[2]}")

@@ -32,3 +32,23 @@ def test_writes_exactly_the_given_slots(pa, rng, device, dtype, block_size, head
     untouched[slots[live]] = False
     assert torch.isnan(flat_k[untouched]).all() and torch.isnan(flat_v[untouched]).all(), \
         "slots that no token maps to (and tokens with slot -1) must not be written"
+
+
+@pytest.mark.points(1)
+def test_reshape_and_cache_strided_inputs(pa, rng, device):
+    """key and value may be views with any token and head strides (only head_size must be
+    contiguous, as reshape_and_cache checks): here slices of one [T, 2, kv heads + 1, head_size]
+    tensor, so key.stride(0) is not num_kv_heads * head_size. Every token lands in its slot."""
+    num_blocks, bs, Hkv, D, T = 4, 8, 2, 64, 9
+    kv = torch.randn(T, 2, Hkv + 1, D, generator=rng)
+    slots = torch.randperm(num_blocks * bs, generator=rng)[:T]
+    kc = torch.full((num_blocks, bs, Hkv, D), float("nan"))
+    vc = kc.clone()
+    kv, kc, vc, slots = (t.to(device) for t in (kv, kc, vc, slots))
+    key, value = kv[:, 0, 1:], kv[:, 1, :Hkv]  # strides (2 * 3 * D, D, 1): not contiguous per token
+    pa.kernels.reshape_and_cache(key, value, kc, vc, slots)
+    flat_k, flat_v = kc.view(-1, Hkv, D), vc.view(-1, Hkv, D)
+    assert torch.equal(flat_k[slots], key) and torch.equal(flat_v[slots], value), (
+        f"kernels.py, reshape_and_cache: key and value are views with strides {key.stride()} (not contiguous "
+        "per token); expected each token's [num_kv_heads, head_size] at its slot: address the inputs with "
+        "key.stride(0) / key.stride(1) (and value's), not num_kv_heads * head_size")
