@@ -70,6 +70,21 @@ KV_MUTANTS = {
     "eos_not_stopping": (
         {"kv_cache/generate.py": [("done |= torch.isin(tok, eos)", "pass")]},
         "eos", ["test_eos_and_max_tokens"]),
+    # issue: every stated rule graded (docs/rules.md)
+    "keys_returns_a_copy": (  # append returns views, keys() a copy of the filled part
+        {"kv_cache/kv_cache.py": [("return self.keys(), self.values()",
+                                   "return self.k[:, :, :self.length], self.v[:, :, :self.length]"),
+                                  ("return self.k[:, :, :self.length]\n        # END",
+                                   "return self.k[:, :, :self.length].clone()\n        # END")]},
+        "append_prefill", ["test_append_prefill_then_decode"]),
+    "reset_reallocates_the_buffers": (
+        {"kv_cache/kv_cache.py": [("never read\n        self.length = 0",
+                                   "never read\n        self.length = 0\n"
+                                   "        self.k, self.v = torch.empty_like(self.k), torch.empty_like(self.v)")]},
+        "reset", ["test_reset_forgets_everything"]),
+    "sampling_in_the_logits_dtype": (
+        {"kv_cache/sampling.py": [("    logits = logits.float()\n", "")]},
+        "float32", ["test_sample_works_in_float32"]),
 }
 
 
@@ -124,6 +139,51 @@ BLOCK_MUTANTS = {
                             "        if self.head is not None:\n            self.head.prev_free_block = block\n"
                             "        else:\n            self.tail = block\n        self.head = block")]},
         "queue or ref_counts", ["test_queue_order_remove_append", "test_allocate_free_and_ref_counts"]),
+    # issue: every stated rule graded (docs/rules.md)
+    "duplicate_cached_block_left_without_hash": (
+        {BM + "block_pool.py": [("        block.block_hash = block_hash\n"
+                                 "        self.cached_block_hash_to_block.setdefault(block_hash, block)",
+                                 "        if block_hash not in self.cached_block_hash_to_block:\n"
+                                 "            block.block_hash = block_hash\n"
+                                 "            self.cached_block_hash_to_block[block_hash] = block")]},
+        "duplicate", ["test_duplicate_cached_block_keeps_its_hash"]),
+    "prefix_lookup_skips_a_miss": (
+        {BM + "kv_cache_manager.py": [("            if block is None:\n                break",
+                                       "            if block is None:\n                continue")]},
+        "first_miss", ["test_prefix_lookup_stops_at_the_first_miss"]),
+    "prefix_lookup_takes_references": (  # touch() in get_computed_blocks instead of allocate
+        {BM + "kv_cache_manager.py": [("            hits.append(block)\n        return hits",
+                                       "            hits.append(block)\n        self.pool.touch(hits)\n        return hits"),
+                                      ("        self.pool.touch(hits)\n        seq = SequenceBlocks",
+                                       "        seq = SequenceBlocks")]},
+        "revived or first_miss",
+        ["test_watermark_counts_revived_cached_blocks", "test_prefix_lookup_stops_at_the_first_miss"]),
+    "append_slots_forgets_the_copy_block": (
+        {BM + "kv_cache_manager.py": [("if needed + cow > self.get_num_free_blocks():",
+                                       "if needed > self.get_num_free_blocks():")]},
+        "copy_on_write_block", ["test_append_slots_counts_the_copy_on_write_block"]),
+    "fork_shares_the_token_list": (
+        {BM + "kv_cache_manager.py": [("SequenceBlocks(list(parent.token_ids), list(parent.blocks))",
+                                       "SequenceBlocks(parent.token_ids, list(parent.blocks))")]},
+        "fork", ["test_fork_copy_on_write"]),
+    "fork_shares_the_block_list": (
+        {BM + "kv_cache_manager.py": [("SequenceBlocks(list(parent.token_ids), list(parent.blocks))",
+                                       "SequenceBlocks(list(parent.token_ids), parent.blocks)")]},
+        "fork", ["test_fork_copy_on_write"]),
+    "free_blocks_checks_while_freeing": (
+        {BM + "block_pool.py": [
+            ("        drops: dict[int, int] = {}\n        for block in ordered_blocks:\n            self._own(block)\n"
+             "            drops[block.block_id] = drops.get(block.block_id, 0) + 1\n"
+             "            if drops[block.block_id] > block.ref_cnt:\n",
+             "        for block in ordered_blocks:\n            self._own(block)\n            if block.ref_cnt == 0:\n")]},
+        "misuse", ["test_misuse_raises_and_changes_nothing"]),
+    "get_new_blocks_checks_while_taking": (  # raises from an empty queue after taking some
+        {BM + "block_pool.py": [("        if num_blocks > self.get_num_free_blocks():\n", "        if False:\n")]},
+        "misuse", ["test_misuse_raises_and_changes_nothing"]),
+    "hash_with_pythons_hash": (  # tokens and parent through hash(): salted per process for str, a trap
+        {BM + "hashing.py": [("    return int.from_bytes(h.digest()[:8], \"little\")",
+                              "    return hash((parent_block_hash, tuple(token_ids), \"salt\")) % 2**64")]},
+        "stable", ["test_hash_is_stable_across_processes"]),
 }
 PA = "paged_attention/kernels.py"
 PA_MUTANTS = {
@@ -166,6 +226,22 @@ PA_MUTANTS = {
         {PA: [("dst = (slot // BLOCK_SIZE) * stride_cb + (slot % BLOCK_SIZE) * stride_ct",
                "dst = (slot % BLOCK_SIZE) * stride_cb + (slot // BLOCK_SIZE) * stride_ct")]},
         "given_slots", ["test_writes_exactly_the_given_slots"]),
+    # issue: every stated rule graded (docs/rules.md)
+    "reshape_assumes_contiguous_tokens": (  # key.stride(0) taken as num_kv_heads * head_size
+        {PA: [("        key.stride(0), key.stride(1), value.stride(0), value.stride(1),\n",
+               "        H * D, D, H * D, D,\n")]},
+        "strided", ["test_reshape_and_cache_strided_inputs"]),
+    "splits_shorter_than_a_few_hundred_tokens": (
+        {PA: [("return max(1, min(want, max_seq_len // 256))", "return max(1, want)")]},
+        "few_hundred", ["test_splits_keep_a_few_hundred_tokens"]),
+    "decode_ignores_out": (
+        {PA: [("    out = torch.empty_like(query) if out is None else out\n    # BEGIN SOLUTION hint: grid (num_seqs, num_kv_heads, 1)",
+               "    out = torch.empty_like(query)\n    # BEGIN SOLUTION hint: grid (num_seqs, num_kv_heads, 1)")]},
+        "decode_matches", ["test_decode_matches_reference"]),
+    "split_k_ignores_out": (
+        {PA: [("    out = torch.empty_like(query) if out is None else out\n    # BEGIN SOLUTION hint: partition",
+               "    out = torch.empty_like(query)\n    # BEGIN SOLUTION hint: partition")]},
+        "split_k", ["test_split_k_matches_reference"]),
 }
 EN = "engine/"
 ENGINE_MUTANTS = {
@@ -241,6 +317,20 @@ ZERO_MUTANTS = {
         {ZE + "comm.py": [("return 2 * per_pass if op == \"all_reduce\" else per_pass",
                            "return per_pass")]},
         "ring_bytes or communication_per_step", ["test_ring_bytes", "test_communication_per_step"]),
+    # issue: every stated rule graded (docs/rules.md)
+    "stage01_step_keeps_the_full_gradients": (
+        {ZE + "engine.py": [("                    parts.append(self.comm.reduce_scatter_mean(shard, full))\n"
+                             "                for p in g.params:\n                    p.grad = None\n",
+                             "                    parts.append(self.comm.reduce_scatter_mean(shard, full))\n")]},
+        "single_process_adamw", ["test_matches_single_process_adamw"]),
+    "release_keeps_the_gathered_buffer": (
+        {ZE + "engine.py": [("            p.data = torch.empty(0, dtype=self.config.dtype, device=self.device)\n        g.flat = None",
+                             "            p.data = torch.empty(0, dtype=self.config.dtype, device=self.device)")]},
+        "memory_per_rank", ["test_memory_per_rank"]),
+    "views_are_copies": (
+        {ZE + "partition.py": [("return [flat[off:off + n].view(shape) for",
+                                "return [flat[off:off + n].clone().view(shape) for")]},
+        "flat_group_layout", ["test_flat_group_layout"]),
 }
 MUTANTS = ({("engine", k): v for k, v in ENGINE_MUTANTS.items()} | {("kv_cache", k): v for k, v in KV_MUTANTS.items()}
            | {("block_manager", k): v for k, v in BLOCK_MUTANTS.items()}
