@@ -7,6 +7,19 @@ import sys
 
 from autograder import REPO_ROOT, SUITES_DIR
 
+
+def _run_reference(script: str, interpret: bool) -> None:
+    """Run `script` on the reference (solutions/) in a fresh interpreter, with Triton's interpreter
+    if asked; it must print "ok"."""
+    env = dict(os.environ, AUTOGRADER_IMPL=str(REPO_ROOT / "solutions"),
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(SUITES_DIR / "engine")]))
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", script], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+
+
 SCRIPT = r"""
 import torch
 from autograder.impl import Modules, load
@@ -29,11 +42,7 @@ print("ok")
 
 
 def test_mixed_steps_through_the_kernels_match_the_pytorch_path():
-    env = dict(os.environ, TRITON_INTERPRET="1", AUTOGRADER_IMPL=str(REPO_ROOT / "solutions"),
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(SUITES_DIR / "engine")]))
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", SCRIPT], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+    _run_reference(SCRIPT, interpret=True)
 
 
 UNIFIED = r"""
@@ -74,11 +83,7 @@ def test_unified_attention_matches_the_pytorch_path():
     """The given prompt-chunk kernel (engine/unified_attention.py), in the interpreter, fp32:
     decodes, whole prompts and chunks after a cached context, GQA, head sizes not a power of
     two, NaN in every slot not written."""
-    env = dict(os.environ, TRITON_INTERPRET="1", AUTOGRADER_IMPL=str(REPO_ROOT / "solutions"),
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(SUITES_DIR / "engine")]))
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", UNIFIED], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+    _run_reference(UNIFIED, interpret=True)
 
 
 SAMPLE_BATCH = r"""
@@ -108,8 +113,4 @@ def test_sample_batch_groups_rows_and_keeps_seeds_alone():
     """The given batched sampling (engine/llm.py sample_batch): each sequence gets the token of its
     own row, greedy rows the argmax, top-k rows one of their own top k, a seeded row exactly what
     sample() draws for it alone with its generator."""
-    env = dict(os.environ, AUTOGRADER_IMPL=str(REPO_ROOT / "solutions"),
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(SUITES_DIR / "engine")]))
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", SAMPLE_BATCH], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+    _run_reference(SAMPLE_BATCH, interpret=False)
