@@ -34,6 +34,7 @@ class GPTConfig:
     d_model: int = 35       # odd sizes: the embeddings, head, LayerNorms and MLP output need padding on 2 or 3 ranks
     n_heads: int = 5
     n_layers: int = 2
+    spare: int = 0          # > 0: a Linear(d_model, spare) the forward never uses; its gradients stay None
 
 
 class Block(nn.Module):
@@ -62,6 +63,9 @@ class TinyGPT(nn.Module):
         self.tok, self.pos = nn.Embedding(c.vocab_size, c.d_model), nn.Embedding(c.max_len, c.d_model)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f, self.head = nn.LayerNorm(c.d_model), nn.Linear(c.d_model, c.vocab_size, bias=False)
+        # A module a model holds but does not run this time (a branch not taken, a frozen head):
+        # its parameters get no gradient; ZeRO counts them as zeros, so AdamW still decays them.
+        self.spare = nn.Linear(c.d_model, c.spare) if c.spare else None
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))

@@ -19,6 +19,18 @@ import torch
 import torch.distributed as dist
 
 
+class PendingMean:
+    """A mean reduction in flight (`async_op=True`). Its result holds the ranks' sum, or nothing
+    yet, until wait() has waited for the collective and divided by the world size. Given."""
+
+    def __init__(self, work: dist.Work, result: torch.Tensor, world_size: int):
+        self.work, self.result, self.world_size = work, result, world_size
+
+    def wait(self) -> torch.Tensor:
+        self.work.wait()  # on a GPU: the current stream waits for the collective's (no host sync)
+        return self.result.div_(self.world_size)
+
+
 def ring_bytes(op: str, nbytes: int, world_size: int) -> int:
     """Bytes one rank sends for `op` ("all_gather", "reduce_scatter" or "all_reduce") over a
     tensor of `nbytes` full size, on world_size ranks (0 on one rank). In integers: one ring pass
@@ -49,17 +61,19 @@ class Comm:
     def _count(self, op: str, full: torch.Tensor) -> None:
         self.bytes_sent[op] += ring_bytes(op, full.numel() * full.element_size(), self.world_size)
 
-    def all_reduce_mean_(self, t: torch.Tensor) -> torch.Tensor:
-        """t <- mean of t over the ranks, in place."""
+    def all_reduce_mean_(self, t: torch.Tensor, async_op: bool = False) -> torch.Tensor | PendingMean:
+        """t <- mean of t over the ranks, in place. Returns t; with async_op, a PendingMean whose
+        wait() finishes the mean (t is not the mean before)."""
         self._count("all_reduce", t)
-        raise NotImplementedError("zero: Comm.all_reduce_mean_ (zero/comm.py): dist.all_reduce sums; then divide")
-        return t
+        raise NotImplementedError("zero: Comm.all_reduce_mean_ (zero/comm.py): dist.all_reduce(..., async_op=async_op) sums; divide now, or in PendingMean.wait")
 
-    def reduce_scatter_mean(self, shard: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-        """shard [n / W] <- this rank's slice of the mean over ranks of full [n]."""
+    def reduce_scatter_mean(self, shard: torch.Tensor, full: torch.Tensor,
+                            async_op: bool = False) -> torch.Tensor | PendingMean:
+        """shard [n / W] <- this rank's slice of the mean over ranks of full [n]. shard may be that
+        slice of full itself (in place, as NCCL defines it: full[rank * n / W:(rank + 1) * n / W]).
+        Returns shard; with async_op, a PendingMean whose wait() finishes the mean."""
         self._count("reduce_scatter", full)
-        raise NotImplementedError("zero: Comm.reduce_scatter_mean (zero/comm.py): dist.reduce_scatter_tensor(output, input) sums; then divide")
-        return shard
+        raise NotImplementedError("zero: Comm.reduce_scatter_mean (zero/comm.py): dist.reduce_scatter_tensor(output, input, ...) sums; divide now, or in PendingMean.wait")
 
     def all_gather(self, full: torch.Tensor, shard: torch.Tensor, async_op: bool = False):
         """full [n] <- every rank's shard [n / W], in rank order. Returns a work handle if async_op

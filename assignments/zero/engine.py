@@ -18,21 +18,27 @@ A step:
     loss = engine(batch...)       # stage 3: each module's parameters gathered just before its
                                   # forward, released right after
     engine.backward(loss)         # stage 3: gathered again before the module's backward;
-                                  # stages 2, 3: each group's gradients reduce-scattered as soon
-                                  # as they are complete, and the full gradients freed
-    engine.step()                 # stages 0, 1: gradients reduced now; then AdamW on this
-                                  # rank's shard and the updated parameters written back
-                                  # (stages 1, 2: all-gathered)
+                                  # every stage: each group's gradients start their reduction
+                                  # (stage 0 all-reduce, stages 1-3 reduce-scatter) as soon as
+                                  # they are complete, while the backward goes on, and autograd's
+                                  # .grad tensors are freed; backward returns once all are done
+    engine.step()                 # AdamW on this rank's shard, the updated parameters written
+                                  # back (stages 1, 2: all-gathered)
+
+Overlapping the reductions with the backward is what DeepSpeed's `overlap_comm` and PyTorch's
+DDP buckets do: the collective of the last layers' gradients runs while autograd computes the
+first layers'. Without it, a step on N GPUs costs the backward plus every reduction.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from .adamw import adamw_
-from .comm import Comm
+from .comm import Comm, PendingMean
 from .partition import FlatParamGroup
 
 
@@ -45,6 +51,9 @@ class ZeroConfig:
     weight_decay: float = 0.01
     dtype: torch.dtype = torch.bfloat16  # working precision of parameters and gradients; master and Adam are fp32
     prefetch: bool = False               # stage 3: start gathering the next module's parameters early
+    # stages 2, 3: bytes of flattened gradients whose reduction may be in flight at once (each such
+    # buffer lives until its reduction is done); past it, the backward waits for the oldest
+    reduce_bytes_in_flight: int = 256 << 20
 
 
 @dataclass
@@ -75,6 +84,10 @@ class ZeroEngine:
         self._init_state()
         self._order: list[FlatParamGroup] = []  # stage 3: groups in the order the first forward used them
         self._recording = True
+        # Reductions started in the backward and not yet waited for: (PendingMean, the buffer it
+        # reads, if only it keeps that buffer alive). Only _track and _wait_reductions touch these.
+        self._in_flight: deque[tuple[PendingMean, torch.Tensor | None]] = deque()
+        self._bytes_in_flight = 0
         self._install_hooks()
 
     # ---- layout (given) -------------------------------------------------------------------
@@ -103,8 +116,11 @@ class ZeroEngine:
 
         Sets, for every group g: g.master, g.exp_avg, g.exp_avg_sq (fp32 views into the flat
         self.master / self.exp_avg / self.exp_avg_sq: the group's shard, or for stage 0 the whole
-        padded group); stages 2, 3: g.grad_shard (working dtype, a view into self.grad_shards);
-        stages 0-2: g.flat, the full working-precision buffer the parameters are views of;
+        padded group); stages 0, 1: g.full_grad, the group's whole gradient in the working dtype
+        [padded_numel], zeros, a view into self.full_grads (one tensor for all groups, laid out
+        group after group); stages 2, 3: g.grad_shard (working dtype, a view into
+        self.grad_shards); stages 0-2: g.flat, the full working-precision buffer the parameters
+        are views of;
         stage 3: g.param_shard (a view into self.param_shards) and every parameter's .data an
         empty tensor until it is gathered. The original full-size parameter storage must be let
         go (no other reference kept), or stage 3 saves nothing.
@@ -116,9 +132,8 @@ class ZeroEngine:
 
     def _install_hooks(self) -> None:
         for g in self.groups:
-            if self.stage >= 2:
-                for p in g.params:
-                    p.register_post_accumulate_grad_hook(lambda p, g=g: self._on_grad(g))
+            for p in g.params:
+                p.register_post_accumulate_grad_hook(lambda p, g=g: self._on_grad(g))
         if self.stage == 3:
             for mname, module in self.model.named_modules():
                 if mname in self._group_of_module:
@@ -158,10 +173,32 @@ class ZeroEngine:
                 nxt.pending = (self.comm.all_gather(flat, nxt.param_shard, async_op=True), flat)
 
     def _on_grad(self, g: FlatParamGroup) -> None:
-        """Stages 2, 3: called after each parameter's .grad is complete; reduce once the whole group is."""
+        """Called after each parameter's .grad is complete; reduce once the whole group is."""
         g.grads_ready += 1
         if g.grads_ready == len(g.params):
             self._reduce_group(g)
+
+    def _track(self, pending: PendingMean, buffer: torch.Tensor | None = None) -> None:
+        """Keep a reduction started in the backward until backward() waits for it. `buffer`: the
+        tensor it reads, if nothing else keeps it alive (stages 2, 3: the flattened gradients); it
+        counts against config.reduce_bytes_in_flight, past which the oldest reductions are waited
+        for now (their buffers freed)."""
+        self._in_flight.append((pending, buffer))
+        if buffer is not None:
+            self._bytes_in_flight += buffer.numel() * buffer.element_size()
+        while self._bytes_in_flight > self.config.reduce_bytes_in_flight and len(self._in_flight) > 1:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        pending, buffer = self._in_flight.popleft()
+        pending.wait()
+        if buffer is not None:
+            self._bytes_in_flight -= buffer.numel() * buffer.element_size()
+
+    def _wait_reductions(self) -> None:
+        """Wait for every reduction in flight: their results are complete and means after this."""
+        while self._in_flight:
+            self._wait_oldest()
 
     # ---- stage 3: gather and release (you write) --------------------------------------------
 
@@ -181,21 +218,32 @@ class ZeroEngine:
     # ---- gradients (you write) ---------------------------------------------------------------
 
     def _reduce_group(self, g: FlatParamGroup) -> None:
-        """Stages 2, 3: reduce-scatter the mean of g's gradients into g.grad_shard, then free the
-        full gradients (every p.grad = None). Stage 3: release the parameters too, since the
-        module's backward is done. A parameter with no gradient counts as zeros."""
-        raise NotImplementedError("zero: ZeroEngine._reduce_group (zero/engine.py): g.flatten([p.grad ...], dtype=self.config.dtype); self.comm.reduce_scatter_mean")
+        """Start the reduction of the mean over ranks of g's gradients, without waiting for it
+        (async_op=True; hand the PendingMean to self._track), and free autograd's gradients (every
+        p.grad = None). A parameter with no gradient counts as zeros.
+
+            stages 0, 1: copy the gradients into g.full_grad (through g.views), then stage 0
+                all-reduces g.full_grad in place; stage 1 reduce-scatters it in place, into its
+                own shard g.shard(g.full_grad). Nothing else keeps a buffer alive: _track(pending).
+            stages 2, 3: flatten them into a new buffer and reduce-scatter it into g.grad_shard;
+                _track(pending, that buffer). Stage 3: then release g's parameters too, since the
+                module's backward is done.
+
+        Called by the hooks once per group and step, or by backward() for a group some of whose
+        parameters got no gradient; set g.grads_ready = len(g.params) so that no late hook reduces
+        the group again."""
+        raise NotImplementedError("zero: ZeroEngine._reduce_group (zero/engine.py): stages 0, 1: view.copy_(p.grad) or zero_(); comm's async_op=True; self._track; p.grad = None")
 
     def backward(self, loss: torch.Tensor) -> None:
-        """loss.backward(), then finish what the hooks did not: stages 2, 3 reduce every group
-        whose parameters did not all receive a gradient, and stage 3 releases anything still
-        gathered. Given."""
+        """loss.backward(), then finish what the hooks did not: reduce every group whose
+        parameters did not all receive a gradient, wait for every reduction in flight, and
+        (stage 3) release anything still gathered. Given."""
         loss.backward()
-        if self.stage >= 2:
-            for g in self.groups:
-                if g.grads_ready < len(g.params):
-                    self._reduce_group(g)
-                g.grads_ready = 0
+        for g in self.groups:
+            if g.grads_ready < len(g.params):
+                self._reduce_group(g)
+            g.grads_ready = 0
+        self._wait_reductions()
         if self.stage == 3:
             for g in self.groups:
                 self._drop_pending(g)
@@ -214,10 +262,10 @@ class ZeroEngine:
         """One AdamW step on this rank's shard, then the updated parameters back where forward
         reads them.
 
-        1. Gradients, as one fp32 tensor shaped like self.master (this rank's part of every
-           group, in group order): stage 0: all-reduce (mean) each group's flattened gradient;
-           stage 1: reduce-scatter (mean) it; stages 2, 3: already in self.grad_shards.
-           Stages 0, 1: then free the full gradients (p.grad = None).
+        1. The mean gradients, reduced in the backward, as one fp32 tensor shaped like
+           self.master (this rank's part of every group, in group order): stage 0: all of
+           self.full_grads; stage 1: each group's own shard of g.full_grad; stages 2, 3:
+           self.grad_shards.
         2. adamw_(self.master, grads, self.exp_avg, self.exp_avg_sq, self.step_count, ...).
         3. Write back, in the working dtype: stage 0: g.flat <- g.master; stages 1, 2: all-gather
            every rank's updated shard into g.flat; stage 3: g.param_shard <- g.master.
@@ -233,8 +281,9 @@ class ZeroEngine:
 
     def memory(self) -> MemoryReport:
         """Bytes this rank holds for parameters (working dtype), gradients (whatever is allocated
-        now: full p.grad tensors for stages 0, 1; the grad shards for stages 2, 3) and optimizer
-        states (fp32 master + exp_avg + exp_avg_sq). Padding counts: it is allocated."""
+        now: self.full_grads for stages 0, 1, the grad shards for stages 2, 3, and any p.grad
+        autograd holds) and optimizer states (fp32 master + exp_avg + exp_avg_sq). Padding
+        counts: it is allocated."""
         raise NotImplementedError("zero: ZeroEngine.memory (zero/engine.py): numel() * element_size() of what _init_state allocated, plus live p.grad")
 
     @torch.no_grad()

@@ -56,6 +56,7 @@ class FlatParamGroup:
         # set by the engine: this group's slice of the rank's flat state tensors, the gathered
         # full buffer (stage 3: only while the module runs), an in-flight prefetch
         self.master = self.exp_avg = self.exp_avg_sq = self.grad_shard = self.param_shard = None
+        self.full_grad: torch.Tensor | None = None
         self.flat: torch.Tensor | None = None
         self.pending = None
         self.grads_ready = 0

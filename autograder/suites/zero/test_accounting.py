@@ -17,8 +17,10 @@ import pytest
 
 from autograder.checks import seed_for_test
 from autograder.fixtures.ranks import SandboxRanks
-from autograder.fixtures.zero import RING_PASSES, RunSpec, measure_zero, paper_bytes, paper_collectives, paper_comm
-from llmsys.training import GPTConfig, num_params
+from autograder.fixtures.zero import (RING_PASSES, RunSpec, memory_parts, make_engines, measure_zero, paper_bytes,
+                                      paper_collectives, paper_comm)
+from llmsys import cdiv
+from llmsys.training import GPTConfig, batch, num_params
 
 WORLD = 3
 MODEL = dict(d_model=645, n_heads=5, n_layers=6, max_len=16)  # 30M parameters; odd sizes pad on 3 ranks
@@ -107,3 +109,34 @@ def test_communication_per_step(zero, stage, prefetch):
         + ("More: a collective the stage does not need, or one over more than the parameters?" if got > want else
            "Less: a collective missing (stage 3 gathers the parameters again in backward)?"))
 
+
+
+@pytest.mark.points(1)
+def test_memory_report_counts_padding(zero, seed):
+    """memory() after a backward, exactly, on the small model (odd sizes: most groups pad on 3
+    ranks): what _init_state allocated, padding included ("Padding counts: it is allocated"), in
+    bytes of the working dtype (bf16) and fp32. Each group of numel elements holds padded_numel =
+    ceil(numel / 3) * 3 of them whole, padded_numel / 3 as a shard."""
+    from llmsys.training import build_model
+
+    model = build_model(GPTConfig(), seed=0)
+    numels = [sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()]
+    padded = sum(cdiv(n, WORLD) * WORLD for n in numels if n)
+    shard = padded // WORLD
+    want = {0: dict(params=2 * padded, grads=2 * padded, optimizer_states=12 * padded),
+            1: dict(params=2 * padded, grads=2 * padded, optimizer_states=12 * shard),
+            2: dict(params=2 * padded, grads=2 * shard, optimizer_states=12 * shard),
+            3: dict(params=2 * shard, grads=2 * shard, optimizer_states=12 * shard)}
+    with SandboxRanks(WORLD) as ranks:
+        for stage in range(4):
+            spec = RunSpec(seed=seed, stage=stage, world_size=WORLD, steps=1, dtype="bfloat16")
+            engines = make_engines(ranks, spec)
+            ranks.map(lambda r: ranks.training[r].forward_backward(engines[r], *batch(spec, 0, r)), "forward/backward")
+            reports = ranks.map(lambda r: memory_parts(engines[r].memory()), "memory()")
+            for rank, rep in enumerate(reports):
+                assert rep == want[stage], (
+                    f"stage {stage}, rank {rank}: memory() after backward reports {rep}; expected {want[stage]}: "
+                    f"{padded:,} elements padded ({sum(numels):,} parameters, each group padded to a multiple of "
+                    f"{WORLD}), {shard:,} per shard, 2 bytes each in bf16 and 12 for the fp32 master and Adam's "
+                    "moments. Padding counts: it is allocated. Stages 0, 1 hold every group's whole gradient "
+                    "(g.full_grad) after backward, stages 2, 3 their shards; autograd's .grad tensors are freed")

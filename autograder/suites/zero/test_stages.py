@@ -33,6 +33,21 @@ def test_matches_single_process_adamw(zero, seed, stage, world_size):
             f"rank {r} reported the same losses as rank 0: every rank must train on its own micro-batch"
 
 
+@pytest.mark.points(1)
+@pytest.mark.parametrize("stage", [1, 2])
+def test_parameter_without_gradient(zero, seed, stage):
+    """A module the forward never runs (its .grad stays None, no hook fires: backward() reduces
+    its group): its gradient counts as zeros, so AdamW still decays it, at stages 0-1 (copied into
+    g.full_grad) and 2-3 (flattened), as _reduce_group's docstring says."""
+    spec = RunSpec(seed=seed, stage=stage, world_size=2, model={"spare": 3})
+    with SandboxRanks(2) as ranks:
+        out = train_zero(ranks, spec)
+    want = reference_params(spec)
+    assert_params_close(out["params"], want, f"stage {stage}, a Linear the forward never uses (spare.weight and "
+                        "spare.bias get no gradient: zeros, then decayed by AdamW), after 3 steps",
+                        atol=reorder_atol(spec, want))
+
+
 @pytest.mark.points(2)
 def test_stage3_prefetch(zero, seed):
     """Stage 3 with prefetch=True (the next module's gather started early), 3 ranks, 4 steps: the
