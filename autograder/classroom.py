@@ -342,15 +342,20 @@ def sandbox_uids(n: int):
 # ----------------------------------------------------------------------------- grading
 
 def grade_one(student: str, path: Path, out: Path, assignments: list[str], keyword: str | None,
-              memory_gb: float | None = None, gpu: str | None = None, env: dict | None = None) -> tuple[str, str]:
+              memory_gb: float | None = None, gpu: str | None = None, env: dict | None = None,
+              seed: int | None = None) -> tuple[str, str]:
     """Grade one student with the ordinary CLI, in a process and session of its own, into
-    out/<student>/ (made by the caller); its output goes to grader-output.txt there.
+    out/<student>/ (made by the caller); its output goes to grader-output.txt there. `path` may
+    also be `solutions` or `assignments` (as --impl takes them); `seed`: the run's seed (`stability`).
     Returns (student, "graded" or "NOT GRADED: why")."""
     dest = out / student
-    cmd = [sys.executable, "-m", "autograder", "grade", *assignments, "--impl", str(Path(path).resolve()), "--out",
+    where = str(path) if str(path) in ("solutions", "assignments") else str(Path(path).resolve())
+    cmd = [sys.executable, "-m", "autograder", "grade", *assignments, "--impl", where, "--out",
            str(dest.resolve()), "-q", "--brief"]
     if keyword:
         cmd += ["-k", keyword]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
     if memory_gb:
         cmd += ["--host-memory-gb", f"{memory_gb:.2f}"]
     full_env = dict(os.environ, **(env or {}), **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}))

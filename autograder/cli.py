@@ -1,7 +1,8 @@
-"""python -m autograder {list, grade, release, bench}
+"""python -m autograder {list, grade, grade-all, stability, release, notebooks, bench, ...}
 
 The exit code says whether grading itself worked (0), not whether the student passed: a
 submission that scores 0 still exits 0; a grader that could not write its results does not.
+`stability` is the exception, a check of the course: it exits 1 when the reference lost a point.
 """
 from __future__ import annotations
 
@@ -155,6 +156,12 @@ def cmd_grade_all(args) -> int:
                                gpus_per_job=args.gpus_per_job)
 
 
+def cmd_stability(args) -> int:
+    from . import stability
+
+    return stability.main(args.assignments, args.runs, args.jobs, args.k, Path(args.out), impl=args.impl)
+
+
 def cmd_gradescope(args) -> int:
     from . import classroom
 
@@ -199,6 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--fresh", action="store_true", help="regrade students already graded")
     s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
     s.set_defaults(fn=cmd_grade_all)
+
+    s = sub.add_parser("stability", help="grade the reference N times with fresh seeds; fail on any point it loses")
+    s.add_argument("assignments", nargs="*", help=f"default: all ({', '.join(config.assignments())})")
+    s.add_argument("--runs", type=int, default=20, help="grading runs, each with its own seed (default 20)")
+    s.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1; a GPU each on a GPU machine)")
+    s.add_argument("-k", default=None, help="only tests matching this pytest -k expression")
+    s.add_argument("--out", default=str(REPO_ROOT / "stability-results"),
+                   help="one folder per run (run-NN-seed-S/) and stability.json (default: stability-results/)")
+    s.add_argument("--impl", default="solutions", help="what to grade (default: the reference, solutions)")
+    s.set_defaults(fn=cmd_stability)
 
     s = sub.add_parser("gradescope", help="build the Gradescope autograder zip")
     s.add_argument("assignments", nargs="*")
