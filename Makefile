@@ -19,7 +19,7 @@ K ?=
 OUT ?= results
 BIN := $(VENV)/bin
 
-.PHONY: setup grade test release list bench lock
+.PHONY: setup grade test release list bench lock stability
 # setup also sees to the sandbox that runs submission code (docs/grading.md): as root with apt-get,
 # bubblewrap is installed if missing; otherwise one line says which weaker isolation the worker
 # will use and why. It never fails setup.
@@ -53,6 +53,13 @@ ifneq ($(wildcard solutions/.),)
 else
 	$(BIN)/python -m autograder grade --impl $(IMPL) --out $(OUT)
 endif
+
+# make stability RUNS=20 grades the reference RUNS times, each with a fresh seed, and fails on any point it
+# loses (docs/grading.md); A= and K= as for grade, JOBS=2 for two runs at a time. Results in stability-results/.
+RUNS ?= 20
+JOBS ?= 1
+stability: setup
+	$(BIN)/python -m autograder stability $(A) --runs $(RUNS) --jobs $(JOBS) $(if $(K),-k "$(K)")
 
 release: setup
 	$(BIN)/python -m autograder release
