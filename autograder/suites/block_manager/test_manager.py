@@ -14,19 +14,27 @@ def test_slot_mapping_and_growth(bm):
     m = bm.kv_cache_manager.KVCacheManager(16, BS, enable_prefix_caching=False, watermark=0)
     other = m.allocate("x", [9] * 3)  # so that "a" does not start at block 0
     alloc = m.allocate("a", list(range(10)))
-    assert alloc.num_computed_tokens == 0
+    assert alloc.num_computed_tokens == 0, \
+        f"prefix caching is off: num_computed_tokens {alloc.num_computed_tokens}, expected 0 (nothing can be reused)"
     table = m.get_block_table("a")
     assert len(table) == 3, f"10 tokens in blocks of {BS} need 3 blocks, got {len(table)}"
-    assert alloc.slot_mapping == slots_of(table, 0, 10)
+    assert alloc.slot_mapping == slots_of(table, 0, 10), (
+        f"prompt slots {alloc.slot_mapping} with block table {table}, expected {slots_of(table, 0, 10)}: "
+        f"token i goes to table[i // {BS}] * {BS} + i % {BS}")
     for i in range(10, 17):  # decode across two block boundaries
         s = m.append_slots("a", [i])
         table = m.get_block_table("a")
         assert s == slots_of(table, i, 1), f"decode token {i}: slot {s}, expected {slots_of(table, i, 1)}"
-    assert len(m.get_block_table("a")) == 5 and m.num_tokens("a") == 17
-    assert other.slot_mapping == slots_of(m.get_block_table("x"), 0, 3)
+    n_blocks, n_tokens = len(m.get_block_table("a")), m.num_tokens("a")
+    assert n_blocks == 5 and n_tokens == 17, \
+        f"after 10 prompt + 7 decode tokens: {n_blocks} blocks and num_tokens {n_tokens}, expected 5 and 17"
+    assert other.slot_mapping == slots_of(m.get_block_table("x"), 0, 3), (
+        f"sequence x's slots {other.slot_mapping}, expected {slots_of(m.get_block_table('x'), 0, 3)} from its "
+        f"block table {m.get_block_table('x')}")
     m.free("a")
     m.free("x")
-    assert m.get_num_free_blocks() == 16
+    assert m.get_num_free_blocks() == 16, \
+        f"after freeing every sequence {m.get_num_free_blocks()} of 16 blocks are free: blocks leaked"
     with pytest.raises(KeyError):
         m.free("a")
 
@@ -40,15 +48,20 @@ def test_prefix_hit_and_fully_cached_prompt(bm):
     t_a = m.get_block_table("a")
     b = m.allocate("b", prompt[:8] + [1, 2, 3])
     assert b.num_computed_tokens == 8 and m.get_block_table("b")[:2] == t_a[:2], "the 2 shared full blocks are a hit"
-    assert b.slot_mapping == slots_of(m.get_block_table("b"), 8, 3)
+    assert b.slot_mapping == slots_of(m.get_block_table("b"), 8, 3), (
+        f"b's slots {b.slot_mapping}, expected {slots_of(m.get_block_table('b'), 8, 3)}: only the 3 tokens after "
+        "the 8 cached ones are computed, at their own positions 8-10")
     c = m.allocate("c", prompt)
     assert c.num_computed_tokens == 8, ("a prompt whose whole length is cached must still compute its last token: "
                                         f"hit at most (12 - 1) // {BS} = 2 blocks, got {c.num_computed_tokens // BS}")
     assert len(c.slot_mapping) == 4 and m.get_block_table("c")[2] != t_a[2], "the recomputed last block is a new block"
-    assert [m.pool.blocks[i].ref_cnt for i in t_a] == [3, 3, 1]
+    refs = [m.pool.blocks[i].ref_cnt for i in t_a]
+    assert refs == [3, 3, 1], (f"ref counts of a's blocks {t_a}: {refs}, expected [3, 3, 1] (the 2 first blocks "
+                               "shared by a, b and c; the last one a's alone: c recomputes its last block)")
     for s in "abc":
         m.free(s)
-    assert m.get_num_free_blocks() == 16
+    assert m.get_num_free_blocks() == 16, \
+        f"after freeing every sequence {m.get_num_free_blocks()} of 16 blocks are free: blocks leaked"
 
 
 @pytest.mark.points(2)
@@ -58,11 +71,16 @@ def test_identical_prompts_in_one_step(bm):
     prompt = list(range(50, 60))  # 2 full blocks + 2 tokens
     a, b = m.allocate("a", prompt), m.allocate("b", prompt)
     ta, tb = m.get_block_table("a"), m.get_block_table("b")
-    assert b.num_computed_tokens == 8 and tb[:2] == ta[:2] and tb[2] != ta[2]
+    assert b.num_computed_tokens == 8 and tb[:2] == ta[:2] and tb[2] != ta[2], (
+        f"a: {ta}, b: {tb}, b's num_computed_tokens {b.num_computed_tokens}: expected b to hit a's 2 full blocks "
+        "(8 tokens; a hashed them as it filled them, in the same step) and get its own partly filled last block")
     assert not set(a.slot_mapping) & set(b.slot_mapping), "two sequences were given the same slot"
     m.free("a")
     m.free("b")
-    assert m.get_num_free_blocks() == 12 and all(blk.ref_cnt == 0 for blk in m.pool.blocks)
+    left = {blk.block_id: blk.ref_cnt for blk in m.pool.blocks if blk.ref_cnt != 0}
+    assert m.get_num_free_blocks() == 12 and not left, (
+        f"after freeing both: {m.get_num_free_blocks()} of 12 free, blocks still referenced {left}: "
+        "expected every block free with ref_cnt 0")
 
 
 @pytest.mark.points(2)
@@ -79,7 +97,9 @@ def test_preemption_then_readmission_hits_prefix(bm):
     again = m.allocate("a", tokens)  # 15 tokens: 3 full blocks cached
     assert again.num_computed_tokens == 12 and m.get_block_table("a")[:3] == table[:3], \
         "re-admission must hit the blocks cached before preemption"
-    assert again.slot_mapping == slots_of(m.get_block_table("a"), 12, 3)
+    assert again.slot_mapping == slots_of(m.get_block_table("a"), 12, 3), (
+        f"re-admitted slots {again.slot_mapping}, expected {slots_of(m.get_block_table('a'), 12, 3)}: "
+        "only tokens 12-14 are computed again")
 
 
 @pytest.mark.points(2)
@@ -90,7 +110,10 @@ def test_fork_copy_on_write(bm, prompt_len):
     m.allocate("p", list(range(prompt_len)))
     m.fork("p", "c")
     shared = m.get_block_table("p")
-    assert m.get_block_table("c") == shared and all(m.pool.blocks[i].ref_cnt == 2 for i in shared)
+    refs = [m.pool.blocks[i].ref_cnt for i in shared]
+    assert m.get_block_table("c") == shared and refs == [2] * len(shared), (
+        f"after fork('p', 'c'): c's table {m.get_block_table('c')}, p's {shared}, ref counts {refs}: expected the "
+        "child to share every block of the parent, each with ref_cnt 2")
     sp = m.append_slots("p", [100])
     sc = m.append_slots("c", [200])
     tp, tc = m.get_block_table("p"), m.get_block_table("c")
@@ -109,7 +132,8 @@ def test_fork_copy_on_write(bm, prompt_len):
         assert m.pool.blocks[s // BS].ref_cnt == 1, "a written block must have exactly one owner"
     m.free("p")
     m.free("c")
-    assert m.get_num_free_blocks() == 12
+    assert m.get_num_free_blocks() == 12, \
+        f"after freeing parent and child {m.get_num_free_blocks()} of 12 blocks are free: blocks leaked"
 
 
 @pytest.mark.points(1)
@@ -160,7 +184,8 @@ def test_watermark_counts_revived_cached_blocks(bm):
     prefix = list(range(100, 100 + 2 * BS))
     m.allocate("a", prefix + [7])
     m.free("a")  # its 2 full blocks stay cached, with ref_cnt 0
-    assert m.get_num_free_blocks() == 10
+    assert m.get_num_free_blocks() == 10, \
+        f"after free('a') {m.get_num_free_blocks()} of 10 blocks are free: a cached block is free too"
     over = m.allocate("b", prefix + list(range(7 * BS)))  # 2 cached (free) + 7 new = 9 blocks taken
     assert over is None and "b" not in m.seqs and m.get_num_free_blocks() == 10, (
         "a prompt that hits 2 cached but free blocks and needs 7 new ones takes 9 of the free blocks, 1 more than the "
