@@ -132,7 +132,8 @@ def run(out: Path) -> int:
     result = dict(environment=describe(), requests=len(reqs), prompt_tokens=prompt_tokens, output_tokens=tokens,
                   kv_blocks=eb.KV_BLOCKS, block_size=eb.BLOCK_SIZE, static_batch=eb.STATIC_BATCH,
                   seconds={n: s for n, s in rows},
-                  latency={n: dict(ttft_s=eb.percentiles(tt), itl_s=eb.percentiles(it)) for n, (tt, it) in latency.items()},
+                  latency={n: dict(ttft_s=eb.percentiles(tt), itl_s=eb.percentiles(it))
+                           for n, (tt, it) in latency.items()},
                   timeline=ours.timeline, vllm=vllm_runs if base.available else base.reason)
     (out / "engine.json").write_text(json.dumps(result, indent=1, default=str))
     png = _plot(ours, out)

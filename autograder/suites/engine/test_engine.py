@@ -11,7 +11,8 @@ GREEDY = dict(temperature=0.0, max_tokens=16, ignore_eos=True)
 def leak_check(llm):
     kv = llm.engine.scheduler.kv
     assert kv.get_num_free_blocks() == kv.pool.num_blocks, \
-        f"{kv.pool.num_blocks - kv.get_num_free_blocks()} KV blocks still held after every request finished (not freed?)"
+        f"{kv.pool.num_blocks - kv.get_num_free_blocks()} KV blocks still held after every request finished " \
+        "(not freed?)"
 
 
 @pytest.mark.points(3)
@@ -31,7 +32,8 @@ def test_preemption_by_recompute(eng, rng):
     llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=17, block_size=4, max_num_batched_tokens=64)
     ps = prompts(rng, [30, 12, 25, 40, 7])
     outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
-    assert llm.engine.scheduler.num_preemptions > 0, "17 blocks of 4 cannot hold these requests at once: preemption must happen"
+    assert llm.engine.scheduler.num_preemptions > 0, \
+        "17 blocks of 4 cannot hold these requests at once: preemption must happen"
     check_against_transformers(outs, ps, 16, "with preemption")
     leak_check(llm)
 
@@ -79,7 +81,8 @@ def test_prefix_caching_saves_work(eng, rng):
     computed_before = sum(s.num_tokens for s in llm.engine.stats)
     second = llm.generate([b], params)
     computed = sum(s.num_tokens for s in llm.engine.stats) - computed_before
-    assert computed <= len(b) - 32 + 16, f"the second request computed {computed} tokens: the 32 cached prefix tokens were recomputed"
+    assert computed <= len(b) - 32 + 16, \
+        f"the second request computed {computed} tokens: the 32 cached prefix tokens were recomputed"
     check_against_transformers(first + second, [a, b], 16, "prefix caching")
     leak_check(llm)
 
@@ -99,13 +102,15 @@ def test_eos_streaming_and_seeds(eng, rng):
     streamed = {0: [], 1: []}
     for i, tok in llm.stream(ps, eng.llm.SamplingParams(**GREEDY)):
         streamed[i].append(tok)
-    assert [streamed[0], streamed[1]] == [list(o.outputs[0].token_ids) for o in free], "stream() must yield generate()'s tokens"
+    assert [streamed[0], streamed[1]] == [list(o.outputs[0].token_ids) for o in free], \
+        "stream() must yield generate()'s tokens"
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     sp = eng.llm.SamplingParams(temperature=1.0, max_tokens=12, seed=seed, ignore_eos=True)
     alone = llm.generate(ps[:1], sp)[0].outputs[0].token_ids
     crowded = llm.generate(ps[:1] + prompts(rng, [9, 30]), [sp, eng.llm.SamplingParams(temperature=1.0, max_tokens=5),
                                                             eng.llm.SamplingParams(temperature=1.0, max_tokens=20)])
-    assert list(crowded[0].outputs[0].token_ids) == list(alone), "a seeded request must not depend on its batch companions"
+    assert list(crowded[0].outputs[0].token_ids) == list(alone), \
+        "a seeded request must not depend on its batch companions"
 
 
 @pytest.mark.points(2)

@@ -57,7 +57,8 @@ def test_speed_vs_transformers_static_batching(eng, grade):
     for trial in range(2):
         reqs = eb.workload(seed + 1 + trial, vocab, n=GRADED_REQUESTS)
         logits = eb.first_token_logits(hf, reqs)
-        runs = [("student", lambda: eb.run_generate(eng, llm, reqs)), ("transformers", lambda: eb.run_static_batching(hf, reqs))]
+        runs = [("student", lambda: eb.run_generate(eng, llm, reqs)),
+                ("transformers", lambda: eb.run_static_batching(hf, reqs))]
         for name, fn in (runs if trial % 2 == 0 else runs[::-1]):
             res = fn()
             eb.check_outputs(res, reqs, logits, name)

@@ -23,8 +23,10 @@ def test_append_prefill_then_decode(kv, rng):
         assert cache.length == want_k.shape[2], f"length is {cache.length} after {want_k.shape[2]} tokens"
         for got, want, what in ((keys, want_k, "keys"), (values, want_v, "values"),
                                 (cache.keys(), want_k, "keys()"), (cache.values(), want_v, "values()")):
-            assert got.shape == want.shape, f"{what} after {want.shape[2]} tokens: shape {list(got.shape)}, expected {list(want.shape)}"
-            assert torch.equal(got, want), f"{what} after {want.shape[2]} tokens differ from what was appended (written at the wrong slot?)"
+            assert got.shape == want.shape, \
+                f"{what} after {want.shape[2]} tokens: shape {list(got.shape)}, expected {list(want.shape)}"
+            assert torch.equal(got, want), \
+                f"{what} after {want.shape[2]} tokens differ from what was appended (written at the wrong slot?)"
         assert keys.data_ptr() == cache.k.data_ptr() and values.data_ptr() == cache.v.data_ptr(), \
             "append must return views of the cache buffers, not copies"
         filled_k, filled_v = cache.keys(), cache.values()

@@ -30,7 +30,8 @@ def test_ragged_batch(kv, rng, model_name):
     got = kv.generate.generate(model, prompts, params)
     assert len(got) == len(prompts), f"generate returned {len(got)} sequences for {len(prompts)} prompts"
     for i, (p, g) in enumerate(zip(prompts, got)):
-        assert_same_greedy(hf, p, g, hf_greedy(hf, p, 16), f"{model_name} prompt {i} (length {len(p)}) in a ragged batch")
+        assert_same_greedy(hf, p, g, hf_greedy(hf, p, 16),
+                           f"{model_name} prompt {i} (length {len(p)}) in a ragged batch")
 
 
 @pytest.mark.points(1)
@@ -51,7 +52,8 @@ def test_eos_and_max_tokens(kv, rng):
     prompts = [random_prompt(rng, 7, model.config.vocab_size), random_prompt(rng, 9, model.config.vocab_size)]
     greedy = kv.sampling.SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
     free = kv.generate.generate(model, prompts, greedy)
-    assert [len(x) for x in free] == [12, 12], f"with ignore_eos every sequence has max_tokens=12 tokens, got {[len(x) for x in free]}"
+    assert [len(x) for x in free] == [12, 12], \
+        f"with ignore_eos every sequence has max_tokens=12 tokens, got {[len(x) for x in free]}"
     eos = free[0][3]  # make the 4th token of sequence 0 its end of sequence
     model.config.eos_token_id = [eos]
     stopped = kv.generate.generate(model, prompts, kv.sampling.SamplingParams(temperature=0.0, max_tokens=12))

@@ -15,7 +15,8 @@ def config_of(kv, layers, kv_heads, head_dim, heads=None):
 def test_kv_cache_bytes_real_models(kv):
     """Bytes per token for Llama-3-8B, Qwen2.5-0.5B and Llama-2-7B (no GQA), scaled by batch and length."""
     llama3 = config_of(kv, 32, 8, 128, heads=32)
-    assert kv.cache.kv_cache_bytes(llama3, 1, 1, torch.bfloat16) == 128 * 1024, "Llama-3-8B at bf16 needs 128 KiB per token"
+    assert kv.cache.kv_cache_bytes(llama3, 1, 1, torch.bfloat16) == 128 * 1024, \
+        "Llama-3-8B at bf16 needs 128 KiB per token"
     qwen = config_of(kv, 24, 2, 64, heads=14)
     assert kv.cache.kv_cache_bytes(qwen, 1, 1, torch.bfloat16) == 12 * 1024, "Qwen2.5-0.5B: 2 x 24 x 2 x 64 x 2 bytes"
     llama2 = config_of(kv, 32, 32, 128)

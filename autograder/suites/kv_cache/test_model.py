@@ -78,7 +78,8 @@ def test_left_padded_batch(kv, rng, model_name):
         got = decode_with_cache(model, ids, L, caches, valid, positions)
         for b, (row, n) in enumerate(zip(rows, lens)):
             want = hf(torch.tensor([row])).logits[0]
-            assert_close(got[b, L - 1:], want[n - 1:], what=f"{model_name} row {b} (prompt {n} of a batch padded to {L})")
+            assert_close(got[b, L - 1:], want[n - 1:],
+                         what=f"{model_name} row {b} (prompt {n} of a batch padded to {L})")
 
 
 @pytest.mark.points(1)

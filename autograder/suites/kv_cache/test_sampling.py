@@ -29,7 +29,8 @@ def test_top_k_top_p_sets(kv, rng):
              (2, 0.9, 2), (5, 0.75, 3), (-1, 0.85, 4)]
     for k, p, n in cases:
         got = kept(kv, logits, k, p)
-        assert torch.equal(got, want(n)), f"top_k={k}, top_p={p} on probs {probs.tolist()}: expected the {n} most likely tokens kept"
+        assert torch.equal(got, want(n)), \
+            f"top_k={k}, top_p={p} on probs {probs.tolist()}: expected the {n} most likely tokens kept"
     # top-p measures the mass of what top-k kept (renormalised), not of the whole vocabulary: here
     # the top 3 renormalise to [0.49, 0.33, 0.18] (top-p 0.7 keeps 2); over the whole vocabulary
     # the first two hold only 0.5, and a third token would be kept
@@ -52,7 +53,8 @@ def test_sampling_frequencies(kv, rng):
     n = 20000
     gen = torch.Generator().manual_seed(seed)
     toks = kv.sampling.sample(logits.repeat(n, 1), params, gen)
-    assert toks.shape == (n,) and toks.dtype == torch.int64, f"sample returned {toks.dtype} {list(toks.shape)}, expected int64 [{n}]"
+    assert toks.shape == (n,) and toks.dtype == torch.int64, \
+        f"sample returned {toks.dtype} {list(toks.shape)}, expected int64 [{n}]"
     # reference distribution, computed independently in float64
     p = torch.softmax(logits[0].double() / 0.7, 0)
     order = p.argsort(descending=True)
@@ -91,7 +93,8 @@ def test_seed_reproduces(kv, rng):
     model = kv.model.load_model(model_path("tiny-qwen2"))
     prompts = [random_prompt(rng, 5, model.config.vocab_size), random_prompt(rng, 8, model.config.vocab_size)]
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
-    run = lambda s: kv.generate.generate(model, prompts, kv.sampling.SamplingParams(temperature=1.0, max_tokens=16, seed=s, ignore_eos=True))  # noqa: E731
+    run = lambda s: kv.generate.generate(  # noqa: E731
+        model, prompts, kv.sampling.SamplingParams(temperature=1.0, max_tokens=16, seed=s, ignore_eos=True))
     a, b, c = run(seed), run(seed), run(seed + 1)
     assert a == b, "the same seed must give the same tokens"
     assert a != c, "different seeds gave identical samples: is the seed used for every draw?"
