@@ -48,6 +48,7 @@ def test_mixed_steps_through_the_kernels_match_the_pytorch_path():
 UNIFIED = r"""
 import torch
 from autograder.impl import load
+from llmsys import cdiv
 attend = load("kv_cache", "attention").attend
 ua = load("engine", "unified_attention")
 mr = load("engine", "model_runner")
@@ -55,14 +56,14 @@ g = torch.Generator().manual_seed(0)
 for H, Hkv, D, bs in ((4, 2, 16, 8), (8, 2, 32, 16), (6, 3, 24, 4)):
     # q_lens: decodes, a whole prompt, prompt chunks after a cached context (q_len < seq_len)
     q_lens, seq_lens = [1, 37, 5, 1, 20], [9, 37, 41, 70, 23]
-    num_blocks = sum(-(-n // bs) for n in seq_lens) + 3
+    num_blocks = sum(cdiv(n, bs) for n in seq_lens) + 3
     kc = torch.full((num_blocks, bs, Hkv, D), float("nan"))  # never-written slots are NaN
     vc = torch.full_like(kc, float("nan"))
     perm = torch.randperm(num_blocks, generator=g).tolist()
-    width = max(-(-n // bs) for n in seq_lens)
+    width = max(cdiv(n, bs) for n in seq_lens)
     tables = torch.zeros(len(seq_lens), width, dtype=torch.int32)
     for s, n in enumerate(seq_lens):
-        for b in range(-(-n // bs)):
+        for b in range(cdiv(n, bs)):
             tables[s, b] = perm.pop()
         idx = torch.arange(n)
         kc[tables[s, idx // bs].long(), idx % bs] = torch.randn(n, Hkv, D, generator=g)

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from autograder.checks import run_seed, seed_for_test
 from autograder.impl import load
 from autograder.remote.client import SubmissionError, WorkerError, call_each, gather
+from llmsys import cdiv
 
 BS = 4
 NUM_BLOCKS = 12
@@ -73,7 +74,7 @@ class ManagerMachine(RuleBasedStateMachine):
         start = len(self.tokens[seq])
         table = self.m.get_block_table(seq)
         cow = int(start % BS != 0 and self.blocks[table[-1]].ref_cnt > 1)
-        need = -(-(start + n) // BS) - len(table) + cow
+        need = cdiv(start + n, BS) - len(table) + cow
         free = self.m.get_num_free_blocks()
         slots = self.m.append_slots(seq, [tok] * n)
         if slots is None:
@@ -125,7 +126,7 @@ class ManagerMachine(RuleBasedStateMachine):
         tables = self._tables()
         for seq, toks in self.tokens.items():
             table = tables[seq]
-            assert len(table) == -(-len(toks) // BS), f"{seq}: {len(toks)} tokens in {len(table)} blocks"
+            assert len(table) == cdiv(len(toks), BS), f"{seq}: {len(toks)} tokens in {len(table)} blocks"
             got = [self.memory.get(table[i // BS] * BS + i % BS) for i in range(len(toks))]
             assert got == toks, f"{seq} reads back {got}, wrote {toks} (block table {table})"
 
