@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import tomllib
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ class SpeedScale:
 
     def fraction(self, ratio: float) -> float:
         """Share of the points for a speed ratio (baseline_time / student_time)."""
-        if not ratio == ratio or ratio <= 0:  # NaN or nonsense never scores
+        if math.isnan(ratio) or ratio <= 0:  # NaN or nonsense never scores
             return 0.0
         if ratio >= self.full:
             return 1.0
