@@ -106,7 +106,7 @@ def cmd_grade(args) -> int:
 def cmd_release(args) -> int:
     from . import release
 
-    return release.main(check=args.check)
+    return release.main(check_only=args.check)
 
 
 def cmd_notebooks(args) -> int:

@@ -190,7 +190,7 @@ def _compare(a: Path, b: Path, rel: Path) -> list[str]:
     return problems
 
 
-def _notebooks(check: bool) -> list[str]:
+def _notebooks(check_only: bool) -> list[str]:
     """The tutorial notebooks go through nbgrader generate_assignment (autograder/notebooks.py).
     Without nbgrader they are left alone, and said so."""
     try:
@@ -201,7 +201,7 @@ def _notebooks(check: bool) -> list[str]:
         return []
     from . import notebooks
 
-    if check:
+    if check_only:
         return [f"{p}: differs from nbgrader generate_assignment of solutions/notebooks/"
                 for p in notebooks.release(check=True)]
     notebooks.release()
@@ -209,10 +209,12 @@ def _notebooks(check: bool) -> list[str]:
     return []
 
 
-def main(check: bool = False) -> int:
+def main(check_only: bool = False) -> int:
+    """`python -m autograder release` (check_only: `release --check`). The parameter is not named
+    `check`, which would hide the function check() in here."""
     try:
-        if check:
-            problems = globals()["check"]() + _notebooks(check=True)
+        if check_only:
+            problems = check() + _notebooks(check_only=True)
             for p in problems:
                 print(p, file=sys.stderr)
             print("release --check: " + ("OK, assignments/ matches solutions/" if not problems
@@ -221,7 +223,7 @@ def main(check: bool = False) -> int:
         ASSIGNMENTS.mkdir(exist_ok=True)
         files = release_into(ASSIGNMENTS)
         print(f"released {len(files)} Python files into {ASSIGNMENTS.relative_to(REPO_ROOT)}/")
-        _notebooks(check=False)
+        _notebooks(check_only=False)
         return 0
     except ReleaseError as e:
         print(f"release failed: {e}", file=sys.stderr)
