@@ -30,7 +30,8 @@ class Timeline:
 def _requests(trace: dict, limit: int | None, seed: int):
     rng = random.Random(seed)
     reqs = trace["requests"][:limit]
-    return [dict(r, id=f"r{i}", prompt=[rng.randrange(3, 30000) for _ in range(r["prompt_len"])]) for i, r in enumerate(reqs)]
+    return [dict(r, id=f"r{i}", prompt=[rng.randrange(3, 30000) for _ in range(r["prompt_len"])])
+            for i, r in enumerate(reqs)]
 
 
 def replay_paged(manager_cls, trace: dict, num_token_slots: int, block_size: int = 16, limit: int | None = None,

@@ -112,8 +112,8 @@ class LLMEngine:
                 kv, waiting = self.scheduler.kv, list(self.scheduler.waiting)
                 need = kv.blocks_needed(len(waiting[0].token_ids)) if waiting else 0
                 if need > kv.pool.num_blocks:  # no schedule could ever admit it
-                    raise RuntimeError(f"request {waiting[0].seq_id!r} needs {need} KV blocks, more than the whole cache "
-                                       f"has ({kv.pool.num_blocks}): raise num_kv_blocks or lower max_model_len")
+                    raise RuntimeError(f"request {waiting[0].seq_id!r} needs {need} KV blocks, more than the whole "
+                                       f"cache has ({kv.pool.num_blocks}): raise num_kv_blocks or lower max_model_len")
                 raise RuntimeError(
                     f"the scheduler planned nothing although {len(self.scheduler.running)} requests run and "
                     f"{len(waiting)} wait, with {kv.get_num_free_blocks()} of {kv.pool.num_blocks} KV blocks free: "

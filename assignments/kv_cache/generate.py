@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # for the signature only: generate() runs whatever model it i
 
 
 @torch.no_grad()
-def generate(model: CausalLM, prompts: list[list[int]], params: SamplingParams, use_cache: bool = True) -> list[list[int]]:
+def generate(model: CausalLM, prompts: list[list[int]], params: SamplingParams,
+             use_cache: bool = True) -> list[list[int]]:
     """Generate up to params.max_tokens new tokens for each prompt.
 
     Args:

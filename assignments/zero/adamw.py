@@ -19,4 +19,6 @@ def adamw_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_a
         exp_avg_sq <- beta2 * exp_avg_sq + (1 - beta2) * grad^2
         param      <- param - lr / (1 - beta1^step) * exp_avg / (sqrt(exp_avg_sq / (1 - beta2^step)) + eps)
     """
-    raise NotImplementedError("zero: adamw_ (zero/adamw.py): in-place ops (mul_, lerp_ or add_, addcmul_, addcdiv_); bias-correct both moments")
+    raise NotImplementedError(
+        "zero: adamw_ (zero/adamw.py): in-place ops (mul_, lerp_ or add_, addcmul_, addcdiv_); bias-correct both "
+        "moments")

@@ -65,7 +65,9 @@ class Comm:
         """t <- mean of t over the ranks, in place. Returns t; with async_op, a PendingMean whose
         wait() finishes the mean (t is not the mean before)."""
         self._count("all_reduce", t)
-        raise NotImplementedError("zero: Comm.all_reduce_mean_ (zero/comm.py): dist.all_reduce(..., async_op=async_op) sums; divide now, or in PendingMean.wait")
+        raise NotImplementedError(
+            "zero: Comm.all_reduce_mean_ (zero/comm.py): dist.all_reduce(..., async_op=async_op) sums; divide now, or "
+            "in PendingMean.wait")
 
     def reduce_scatter_mean(self, shard: torch.Tensor, full: torch.Tensor,
                             async_op: bool = False) -> torch.Tensor | PendingMean:
@@ -73,7 +75,9 @@ class Comm:
         slice of full itself (in place, as NCCL defines it: full[rank * n / W:(rank + 1) * n / W]).
         Returns shard; with async_op, a PendingMean whose wait() finishes the mean."""
         self._count("reduce_scatter", full)
-        raise NotImplementedError("zero: Comm.reduce_scatter_mean (zero/comm.py): dist.reduce_scatter_tensor(output, input, ...) sums; divide now, or in PendingMean.wait")
+        raise NotImplementedError(
+            "zero: Comm.reduce_scatter_mean (zero/comm.py): dist.reduce_scatter_tensor(output, input, ...) sums; "
+            "divide now, or in PendingMean.wait")
 
     def all_gather(self, full: torch.Tensor, shard: torch.Tensor, async_op: bool = False):
         """full [n] <- every rank's shard [n / W], in rank order. Returns a work handle if async_op

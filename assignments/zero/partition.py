@@ -1,10 +1,10 @@
 """Flat, padded shards: how ZeRO lays out a group of parameters and splits it across ranks.
 
-A FlatParamGroup is the parameters one module owns directly (a Linear's weight and bias),
-laid end to end in a single flat buffer and padded so that it splits into world_size equal
-shards:
+A FlatParamGroup is the parameters of one unit of the model (a transformer block: its norms,
+attention and MLP weights; the engine decides the units), laid end to end in a single flat
+buffer and padded so that it splits into world_size equal shards:
 
-    flat [padded_numel] = | weight.flatten() | bias.flatten() | padding (zeros) |
+    flat [padded_numel] = | ln1.weight.flatten() | ... | out.bias.flatten() | padding (zeros) |
     rank r's shard      = flat[r * shard_numel : (r + 1) * shard_numel]
 
 Equal shards are what torch.distributed's all_gather_into_tensor / reduce_scatter_tensor
@@ -20,7 +20,8 @@ import torch
 
 def padded_numel(numel: int, world_size: int) -> int:
     """numel rounded up to a multiple of world_size: padded_numel(10, 3) == 12, padded_numel(12, 3) == 12."""
-    raise NotImplementedError("zero: padded_numel (zero/partition.py): the smallest multiple of world_size that is >= numel")
+    raise NotImplementedError(
+        "zero: padded_numel (zero/partition.py): the smallest multiple of world_size that is >= numel")
 
 
 def shard_range(numel: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -29,14 +30,16 @@ def shard_range(numel: int, rank: int, world_size: int) -> tuple[int, int]:
     Every shard has padded_numel(numel, world_size) // world_size elements; the last ranks'
     shards may lie partly or wholly in the padding. shard_range(10, 2, 3) == (8, 12).
     """
-    raise NotImplementedError("zero: shard_range (zero/partition.py): shards are equal slices of the *padded* buffer, in rank order")
+    raise NotImplementedError(
+        "zero: shard_range (zero/partition.py): shards are equal slices of the *padded* buffer, in rank order")
 
 
 class FlatParamGroup:
-    """The parameters that one module owns directly, as one flat padded buffer. Given, but for
+    """The parameters of one unit of the model, as one flat padded buffer. Given, but for
     flatten / views / shard.
 
-    Attributes: module_name, names (the parameters' full names), params, shapes, numels,
+    Attributes: module_name (the unit's module, "" for the model), names (the parameters' full
+    names), params, shapes, numels,
     offsets (where each parameter starts in the flat buffer), numel (their sum), padded_numel,
     shard_numel, start / end (this rank's shard).
     """
@@ -67,12 +70,14 @@ class FlatParamGroup:
         zeros where a tensor is None (a parameter that got no gradient) and in the padding."""
         dtype = dtype or next(t for t in tensors if t is not None).dtype
         device = device or self.params[0].device
-        raise NotImplementedError("zero: FlatParamGroup.flatten (zero/partition.py): torch.zeros, then copy each tensor into its slice")
+        raise NotImplementedError(
+            "zero: FlatParamGroup.flatten (zero/partition.py): torch.zeros, then copy each tensor into its slice")
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Views into flat [padded_numel], one per parameter, shaped like it. No copies: writing
         into flat (an all-gather) updates what the views show."""
-        raise NotImplementedError("zero: FlatParamGroup.views (zero/partition.py): slice at offsets[i] for numels[i], then .view(shapes[i])")
+        raise NotImplementedError(
+            "zero: FlatParamGroup.views (zero/partition.py): slice at offsets[i] for numels[i], then .view(shapes[i])")
 
     def shard(self, flat: torch.Tensor) -> torch.Tensor:
         """This rank's shard of flat [padded_numel], as a view [shard_numel]."""

@@ -27,7 +27,8 @@ class KVCacheBlock:
     next_free_block: "KVCacheBlock | None" = None
 
     def __repr__(self) -> str:
-        return f"KVCacheBlock(id={self.block_id}, ref={self.ref_cnt}, hash={'-' if self.block_hash is None else hex(self.block_hash)[:8]})"
+        return (f"KVCacheBlock(id={self.block_id}, ref={self.ref_cnt}, "
+                f"hash={'-' if self.block_hash is None else hex(self.block_hash)[:8]})")
 
 
 class FreeKVCacheBlockQueue:

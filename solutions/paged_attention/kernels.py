@@ -70,7 +70,8 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
         raise ValueError("reshape_and_cache: key and value need a contiguous last (head_size) dimension")
     if key_cache.shape[2:] != (H, D) or key.dtype != key_cache.dtype:
         raise ValueError(f"reshape_and_cache: key {list(key.shape)} {key.dtype} does not fit cache "
-                         f"{list(key_cache.shape)} {key_cache.dtype} ([num_blocks, block_size, num_kv_heads, head_size])")
+                         f"{list(key_cache.shape)} {key_cache.dtype} "
+                         "([num_blocks, block_size, num_kv_heads, head_size])")
     if slot_mapping.shape != (T,):
         raise ValueError(f"reshape_and_cache: slot_mapping must be [num_tokens={T}], got {list(slot_mapping.shape)}")
     if T == 0:
@@ -206,7 +207,8 @@ def _check_decode(query, key_cache, value_cache, block_tables, seq_lens, out):
         raise ValueError(f"query {list(query.shape)} {query.dtype} does not fit cache {list(key_cache.shape)} "
                          f"{key_cache.dtype}: need [num_seqs, num_heads (a multiple of {Hkv}), {key_cache.shape[3]}]")
     if block_tables.dim() != 2 or block_tables.shape[0] != S or block_tables.dtype != torch.int32:
-        raise ValueError(f"block_tables must be [num_seqs={S}, max_blocks] int32, got {list(block_tables.shape)} {block_tables.dtype}")
+        raise ValueError(f"block_tables must be [num_seqs={S}, max_blocks] int32, "
+                         f"got {list(block_tables.shape)} {block_tables.dtype}")
     if seq_lens.shape != (S,) or seq_lens.dtype != torch.int32:
         raise ValueError(f"seq_lens must be [num_seqs={S}] int32, got {list(seq_lens.shape)} {seq_lens.dtype}")
     if out is not None and (out.shape != query.shape or out.dtype != query.dtype):

@@ -9,7 +9,9 @@ Every rank runs the same model on its own micro-batch. What each rank keeps, per
       2   | full     2Psi | shard 2Psi/N | shard   12 Psi / N      + gradients
       3   | shard 2Psi/N  | shard 2Psi/N | shard   12 Psi / N      + parameters
 
-Parameters are handled in FlatParamGroups, one per module that owns parameters. This rank's
+Parameters are handled in FlatParamGroups, one per unit as FSDP wraps a transformer: each
+block of the model's nn.ModuleList, and the model itself for the rest (embeddings, final norm,
+head). Every collective is per group, so a step makes a few dozen, not hundreds. This rank's
 fp32 state is one flat tensor each (master, exp_avg, exp_avg_sq), the concatenation of its
 shard of every group (stage 0: of every whole group), so the optimizer step is a handful of
 large elementwise kernels. Each group's `master` etc. are views into those.
@@ -93,22 +95,35 @@ class ZeroEngine:
     # ---- layout (given) -------------------------------------------------------------------
 
     def _build_groups(self) -> list[FlatParamGroup]:
-        """One FlatParamGroup per module that owns trainable parameters directly."""
+        """One FlatParamGroup per unit, the way FSDP wraps a transformer: the model itself with
+        every trainable parameter no block holds (embeddings, final norm, head), then each module
+        held in an nn.ModuleList (a block: its attention, MLP and norms together), in order.
+
+        Why units and not one group per Linear: every collective has a fixed cost (some 50-100
+        microseconds to launch and synchronise the ranks). The 134M benchmark model has 76
+        modules with parameters; reducing its gradients one module at a time took 5 ms on 4
+        H200s, one collective for all of them 0.7 ms. Fourteen units keep the collectives few
+        and still start the last blocks' reductions while the first blocks' backward runs."""
+        units = []
+        for lname, holder in self.model.named_modules():
+            if isinstance(holder, torch.nn.ModuleList) and not any(lname.startswith(u + ".") for u, _ in units):
+                units += [(f"{lname}.{i}" if lname else i, m) for i, m in holder.named_children()]
+        in_unit = {id(p) for _, m in units for p in m.parameters()}
+        rest = [(n, p) for n, p in self.model.named_parameters() if id(p) not in in_unit]
         groups, seen = [], {}
-        for mname, module in self.model.named_modules():
+        for uname, named in [("", rest)] + [(u, [(f"{u}.{n}", p) for n, p in m.named_parameters()]) for u, m in units]:
             names, params = [], []
-            for pname, p in module.named_parameters(recurse=False):
+            for full, p in named:
                 if not p.requires_grad:
                     continue
-                full = f"{mname}.{pname}" if mname else pname
                 if id(p) in seen:
                     raise ValueError(f"parameter {full} is the same tensor as {seen[id(p)]} (tied weights): "
-                                     "this engine gives each parameter to one module; untie them")
+                                     "this engine gives each parameter to one group; untie them")
                 seen[id(p)] = full
                 names.append(full)
                 params.append(p)
             if params:
-                groups.append(FlatParamGroup(mname, names, params, self.rank, self.world_size))
+                groups.append(FlatParamGroup(uname, names, params, self.rank, self.world_size))
         return groups
 
     def _init_state(self) -> None:

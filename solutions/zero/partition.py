@@ -1,10 +1,10 @@
 """Flat, padded shards: how ZeRO lays out a group of parameters and splits it across ranks.
 
-A FlatParamGroup is the parameters one module owns directly (a Linear's weight and bias),
-laid end to end in a single flat buffer and padded so that it splits into world_size equal
-shards:
+A FlatParamGroup is the parameters of one unit of the model (a transformer block: its norms,
+attention and MLP weights; the engine decides the units), laid end to end in a single flat
+buffer and padded so that it splits into world_size equal shards:
 
-    flat [padded_numel] = | weight.flatten() | bias.flatten() | padding (zeros) |
+    flat [padded_numel] = | ln1.weight.flatten() | ... | out.bias.flatten() | padding (zeros) |
     rank r's shard      = flat[r * shard_numel : (r + 1) * shard_numel]
 
 Equal shards are what torch.distributed's all_gather_into_tensor / reduce_scatter_tensor
@@ -38,10 +38,11 @@ def shard_range(numel: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 class FlatParamGroup:
-    """The parameters that one module owns directly, as one flat padded buffer. Given, but for
+    """The parameters of one unit of the model, as one flat padded buffer. Given, but for
     flatten / views / shard.
 
-    Attributes: module_name, names (the parameters' full names), params, shapes, numels,
+    Attributes: module_name (the unit's module, "" for the model), names (the parameters' full
+    names), params, shapes, numels,
     offsets (where each parameter starts in the flat buffer), numel (their sum), padded_numel,
     shard_numel, start / end (this rank's shard).
     """

@@ -115,12 +115,14 @@ def test_communication_per_step(zero, stage, prefetch):
 def test_memory_report_counts_padding(zero, seed):
     """memory() after a backward, exactly, on the small model (odd sizes: most groups pad on 3
     ranks): what _init_state allocated, padding included ("Padding counts: it is allocated"), in
-    bytes of the working dtype (bf16) and fp32. Each group of numel elements holds padded_numel =
-    ceil(numel / 3) * 3 of them whole, padded_numel / 3 as a shard."""
+    bytes of the working dtype (bf16) and fp32. Each group (a block, and the rest of the model) of
+    numel elements holds padded_numel = ceil(numel / 3) * 3 of them whole, padded_numel / 3 as a
+    shard."""
     from llmsys.training import build_model
 
     model = build_model(GPTConfig(), seed=0)
-    numels = [sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()]
+    blocks = [sum(p.numel() for p in b.parameters()) for b in model.blocks]  # one group each, the rest one more
+    numels = [sum(p.numel() for p in model.parameters()) - sum(blocks), *blocks]
     padded = sum(cdiv(n, WORLD) * WORLD for n in numels if n)
     shard = padded // WORLD
     want = {0: dict(params=2 * padded, grads=2 * padded, optimizer_states=12 * padded),
