@@ -291,9 +291,12 @@ def short_reason(exc: BaseException) -> str:
         return f"GPU out of memory: {msg.splitlines()[0][:300]}"
     if name == "MemoryError":
         return f"host out of memory (MemoryError{': ' + msg.splitlines()[0][:200] if msg else ''})"
-    marker = msg.find("not implemented: ")
-    if marker >= 0:  # a stub inside a Triton kernel: the message is wrapped in a compiler/interpreter error
-        return msg[marker:].splitlines()[0].rstrip("')\"")[:400]
+    marker = msg.rfind("not implemented: ")
+    if marker >= 0:  # a stub inside a Triton kernel: the message is wrapped in a compiler/interpreter error,
+        # the compiler's after a source excerpt (the last occurrence is the message itself), the
+        # interpreter's as AssertionError('...'): take off that quote and parenthesis, not the hint's own
+        first = msg[marker:].splitlines()[0]
+        return (first[:-2] if first.endswith(("')", '")')) else first)[:400]
     if name == "AssertionError":
         msg = msg.split("\nassert ")[0]  # drop pytest's rewritten expression
     first = msg.splitlines()[0] if msg else ""

@@ -8,12 +8,34 @@ In solutions/, student regions are fenced:
         ...reference code...
         # END SOLUTION
 
+A hint too long for one line continues on the comment lines directly after the BEGIN line, at
+its indentation, each a `#` followed by at least two spaces (a hanging indent); they are joined
+to the hint with one space, and are part of the region (the stub drops them with it):
+
+        # BEGIN SOLUTION hint: write the new tokens at [length, length + n), advance length
+        #   and return views of the filled part
+        ...reference code...
+        # END SOLUTION
+
+A comment with a single space after `#` (`# step 1`) is the reference's own and ends the hint.
+
 `python -m autograder release` replaces each region by a stub that raises
 NotImplementedError naming the assignment, the function and the hint. Inside a
 `@triton.jit` kernel, where Python's raise does not compile, the stub is a
-`tl.static_assert(False, ...)` carrying the same message. Everything outside the fences
-(docstrings, signatures, handouts, data) is copied as it is. Releasing twice changes nothing;
-`--check` fails when assignments/ is out of date or a marker was left behind.
+`tl.static_assert(False, ...)` carrying the same message. A stub that would run past
+WIDTH (120, the lint's line length) is wrapped: the call's opening on its own line, then the
+message as implicitly concatenated string literals, one a line, indented under it and broken
+after a space, so that the message is the same text as on one line:
+
+        raise NotImplementedError(
+            "kv_cache: KVCache.append (kv_cache/kv_cache.py): write the new tokens at "
+            "[length, length + n), advance length and return views of the filled part")
+
+(In a kernel the first line stays `tl.static_assert(` alone, so that the source excerpt of
+Triton's CompileTimeAssertionFailure, which ends at the call's first line, does not carry a
+piece of the message before the whole one.) Everything outside the fences (docstrings,
+signatures, handouts, data) is copied as it is. Releasing twice changes nothing; `--check`
+fails when assignments/ is out of date or a marker was left behind.
 """
 from __future__ import annotations
 
@@ -29,6 +51,8 @@ from . import REPO_ROOT
 SOLUTIONS = REPO_ROOT / "solutions"
 ASSIGNMENTS = REPO_ROOT / "assignments"
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?:\s+hint:\s*(?P<hint>.*?))?\s*$")
+HINT_MORE = re.compile(r"^(?P<indent>\s*)#\s{2,}(?P<more>\S.*?)\s*$")  # a hint's continuation line
+WIDTH = 120  # [tool.ruff] line-length: the stubs pass the same lint as the reference
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 DEF = re.compile(r"^(?P<indent>\s*)(?:async\s+)?def\s+(?P<name>\w+)")
 CLASS = re.compile(r"^(?P<indent>\s*)class\s+(?P<name>\w+)")
@@ -70,6 +94,30 @@ def _enclosing(lines: list[str], i: int, indent: int) -> tuple[str, bool]:
     return name, jit
 
 
+def _call(indent: str, opening: str, first_arg: str, msg: str) -> str:
+    """`{opening}{first_arg}"{msg}")` (msg already escaped) as source lines of at most WIDTH
+    columns: one line where it fits, else the opening alone, then first_arg alone, then msg as
+    string literals, one a line, indented 4 under the opening, each piece ending after a space."""
+    one = f'{indent}{opening}{first_arg}"{msg}")\n'
+    if len(one) - 1 <= WIDTH:
+        return one
+    inner = indent + " " * 4
+    room = WIDTH - len(inner) - 2  # the two quotes
+    pieces, rest = [], msg
+    while len(rest) > room - 1:  # the last piece also carries the closing parenthesis
+        cut = rest.rfind(" ", 0, min(room, len(rest) - 1)) + 1  # after a space, leaving something
+        if cut <= 0:  # one word longer than a line: cut it, but not inside an escape (\\ or \")
+            cut = room
+            while (len(rest[:cut]) - len(rest[:cut].rstrip("\\"))) % 2:
+                cut -= 1
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    pieces.append(rest)
+    lines = [f"{indent}{opening}"] + ([inner + first_arg.rstrip()] if first_arg else [])
+    lines += [f'{inner}"{p}"' for p in pieces]
+    return "\n".join(lines) + ")\n"
+
+
 def stub_source(text: str, assignment: str, filename: str) -> str:
     lines = text.splitlines(keepends=True)
     out, i = [], 0
@@ -90,12 +138,17 @@ def stub_source(text: str, assignment: str, filename: str) -> str:
         if j == len(lines):
             raise ReleaseError(f"{filename}:{start + 1}: BEGIN SOLUTION is never closed by END SOLUTION")
         qual, jit = _enclosing(lines, start, len(indent))
-        hint = (m.group("hint") or "see the docstring").strip()
-        msg = f"{assignment}: {qual} ({filename}): {hint}".replace("\\", "\\\\").replace('"', '\\"')
+        hint = (m.group("hint") or "").strip()
+        k = start + 1
+        while hint and k < j and (more := HINT_MORE.match(lines[k].rstrip("\n"))) and more.group("indent") == indent:
+            hint += " " + more.group("more")
+            k += 1
+        msg = f"{assignment}: {qual} ({filename}): {hint or 'see the docstring'}"
+        msg = msg.replace("\\", "\\\\").replace('"', '\\"')
         if jit:
-            out.append(f'{indent}tl.static_assert(False, "not implemented: {msg}")\n')
+            out.append(_call(indent, "tl.static_assert(", "False, ", f"not implemented: {msg}"))
         else:
-            out.append(f'{indent}raise NotImplementedError("{msg}")\n')
+            out.append(_call(indent, "raise NotImplementedError(", "", msg))
         i = j + 1
     return "".join(out)
 

@@ -45,22 +45,29 @@ class FreeKVCacheBlockQueue:
     """
 
     def __init__(self, blocks: list[KVCacheBlock]):
-        raise NotImplementedError("block_manager: FreeKVCacheBlockQueue.__init__ (block_manager/block.py): link the blocks in order through prev_free_block / next_free_block; keep head, tail and a count")
+        raise NotImplementedError(
+            "block_manager: FreeKVCacheBlockQueue.__init__ (block_manager/block.py): link the blocks in order through "
+            "prev_free_block / next_free_block; keep head, tail and a count")
 
     def __len__(self) -> int:
         return self.num_free_blocks
 
     def popleft(self) -> KVCacheBlock:
         """Remove and return the first (least recently freed) block. ValueError if empty."""
-        raise NotImplementedError("block_manager: FreeKVCacheBlockQueue.popleft (block_manager/block.py): unlink the head; clear its links")
+        raise NotImplementedError(
+            "block_manager: FreeKVCacheBlockQueue.popleft (block_manager/block.py): unlink the head; clear its links")
 
     def remove(self, block: KVCacheBlock) -> None:
         """Take `block` out of the queue wherever it is, in O(1)."""
-        raise NotImplementedError("block_manager: FreeKVCacheBlockQueue.remove (block_manager/block.py): relink its neighbours (or move head / tail); clear its links; count down")
+        raise NotImplementedError(
+            "block_manager: FreeKVCacheBlockQueue.remove (block_manager/block.py): relink its neighbours (or move head "
+            "/ tail); clear its links; count down")
 
     def append(self, block: KVCacheBlock) -> None:
         """Put `block` at the back (it will be reused last)."""
-        raise NotImplementedError("block_manager: FreeKVCacheBlockQueue.append (block_manager/block.py): link after the tail (or become head and tail of an empty queue); count up")
+        raise NotImplementedError(
+            "block_manager: FreeKVCacheBlockQueue.append (block_manager/block.py): link after the tail (or become head "
+            "and tail of an empty queue); count up")
 
     def get_all_free_blocks(self) -> list[KVCacheBlock]:
         """The queue front to back. Given (for tests and debugging)."""

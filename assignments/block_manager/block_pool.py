@@ -42,17 +42,23 @@ class BlockPool:
         A cached block taken this way is evicted: drop it from cached_block_hash_to_block and
         clear its block_hash. Raises BlockPoolError (changing nothing) if fewer are free.
         """
-        raise NotImplementedError("block_manager: BlockPool.get_new_blocks (block_manager/block_pool.py): check the count first; popleft each, evict its hash, set ref_cnt = 1")
+        raise NotImplementedError(
+            "block_manager: BlockPool.get_new_blocks (block_manager/block_pool.py): check the count first; popleft "
+            "each, evict its hash, set ref_cnt = 1")
 
     def _evict(self, block: KVCacheBlock) -> None:
         """A helper of get_new_blocks: a reused block leaves the cache (its map entry, if the map
         points at it, and its hash). Not called by the tests: write it if you use it."""
-        raise NotImplementedError("block_manager: BlockPool._evict (block_manager/block_pool.py): if the block has a hash and the map points at it, delete the entry; clear the hash")
+        raise NotImplementedError(
+            "block_manager: BlockPool._evict (block_manager/block_pool.py): if the block has a hash and the map points "
+            "at it, delete the entry; clear the hash")
 
     def touch(self, blocks: list[KVCacheBlock]) -> None:
         """A sequence starts using these (prefix-hit) blocks: ref_cnt += 1; a block at ref_cnt 0
         is revived, i.e. removed from the free queue (it keeps its hash)."""
-        raise NotImplementedError("block_manager: BlockPool.touch (block_manager/block_pool.py): remove from the free queue when ref_cnt was 0, then count up")
+        raise NotImplementedError(
+            "block_manager: BlockPool.touch (block_manager/block_pool.py): remove from the free queue when ref_cnt was "
+            "0, then count up")
 
     def free_blocks(self, ordered_blocks: list[KVCacheBlock]) -> None:
         """Drop one reference to each block, in the given order; a block reaching 0 goes to the
@@ -62,7 +68,9 @@ class BlockPool:
         Callers pass a sequence's blocks tail first, so its last blocks, the least likely to be
         shared, are evicted before its first ones.
         """
-        raise NotImplementedError("block_manager: BlockPool.free_blocks (block_manager/block_pool.py): validate every block before changing any; ref_cnt -= 1; at 0 append to the free queue")
+        raise NotImplementedError(
+            "block_manager: BlockPool.free_blocks (block_manager/block_pool.py): validate every block before changing "
+            "any; ref_cnt -= 1; at 0 append to the free queue")
 
     def cache_full_block(self, block: KVCacheBlock, block_hash: int) -> None:
         """Record that `block` (full, in use) holds the tokens hashed to `block_hash`.
@@ -71,8 +79,11 @@ class BlockPool:
         the same step), keep the existing entry; `block` still gets its hash, so the pool
         knows it is full, but no map entry. No-op when caching is disabled.
         """
-        raise NotImplementedError("block_manager: BlockPool.cache_full_block (block_manager/block_pool.py): set block.block_hash; add to the map only if the hash is not there yet")
+        raise NotImplementedError(
+            "block_manager: BlockPool.cache_full_block (block_manager/block_pool.py): set block.block_hash; add to the "
+            "map only if the hash is not there yet")
 
     def get_cached_block(self, block_hash: int) -> KVCacheBlock | None:
         """The block cached under this hash, or None. Does not change ref counts."""
-        raise NotImplementedError("block_manager: BlockPool.get_cached_block (block_manager/block_pool.py): a dictionary lookup")
+        raise NotImplementedError(
+            "block_manager: BlockPool.get_cached_block (block_manager/block_pool.py): a dictionary lookup")

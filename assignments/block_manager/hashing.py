@@ -19,7 +19,9 @@ def hash_block_tokens(parent_block_hash: int | None, token_ids: Sequence[int]) -
     Python's hash(): the prefix cache may be shared by processes, and a 64-bit collision would
     silently serve another prompt's KV. parent_block_hash is None for a sequence's first block.
     """
-    raise NotImplementedError("block_manager: hash_block_tokens (block_manager/hashing.py): sha256 over the parent (or a marker for None) and the tokens as fixed-width ints; first 8 bytes as an int")
+    raise NotImplementedError(
+        "block_manager: hash_block_tokens (block_manager/hashing.py): sha256 over the parent (or a marker for None) "
+        "and the tokens as fixed-width ints; first 8 bytes as an int")
 
 
 def block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:

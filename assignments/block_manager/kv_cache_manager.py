@@ -76,11 +76,15 @@ class KVCacheManager:
         its last token, whose logits sample the first output token. Changes no ref count.
         Returns [] when prefix caching is off.
         """
-        raise NotImplementedError("block_manager: KVCacheManager.get_computed_blocks (block_manager/kv_cache_manager.py): hash only the first (len - 1) tokens' full blocks; pool.get_cached_block until a miss")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager.get_computed_blocks (block_manager/kv_cache_manager.py): hash only the "
+            "first (len - 1) tokens' full blocks; pool.get_cached_block until a miss")
 
     def can_allocate(self, num_new_blocks: int) -> bool:
         """True if taking num_new_blocks still leaves the watermark free."""
-        raise NotImplementedError("block_manager: KVCacheManager.can_allocate (block_manager/kv_cache_manager.py): free blocks - num_new_blocks >= watermark_blocks")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager.can_allocate (block_manager/kv_cache_manager.py): free blocks - "
+            "num_new_blocks >= watermark_blocks")
 
     def allocate(self, seq_id: str, token_ids: list[int]) -> Allocation | None:
         """Admit a new sequence with prompt `token_ids`.
@@ -91,7 +95,9 @@ class KVCacheManager:
         block that is free right now counts as a new block for that check, since reviving it
         takes it out of the free queue.
         """
-        raise NotImplementedError("block_manager: KVCacheManager.allocate (block_manager/kv_cache_manager.py): hits = get_computed_blocks; check can_allocate(new + revived); touch(hits); append the rest")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager.allocate (block_manager/kv_cache_manager.py): hits = get_computed_blocks; "
+            "check can_allocate(new + revived); touch(hits); append the rest")
 
     def append_slots(self, seq_id: str, token_ids: list[int]) -> list[int] | None:
         """Give slots to new tokens of a running sequence (one per decode step).
@@ -103,21 +109,31 @@ class KVCacheManager:
         None, changing nothing, if the pool has too few free blocks (no watermark here:
         running sequences may use it).
         """
-        raise NotImplementedError("block_manager: KVCacheManager.append_slots (block_manager/kv_cache_manager.py): count blocks needed (+1 for copy-on-write) against free blocks; then _append")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager.append_slots (block_manager/kv_cache_manager.py): count blocks needed (+1 "
+            "for copy-on-write) against free blocks; then _append")
 
     def _needs_cow(self, seq: SequenceBlocks) -> int:
         """A helper of append_slots and _append: 1 if the next token needs a private copy of the
         last block first, else 0. Not called by the tests: write it if you use it."""
-        raise NotImplementedError("block_manager: KVCacheManager._needs_cow (block_manager/kv_cache_manager.py): 1 if the last block is partly filled and shared")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager._needs_cow (block_manager/kv_cache_manager.py): 1 if the last block is "
+            "partly filled and shared")
 
     def _append(self, seq: SequenceBlocks, token_ids: list[int]) -> list[int]:
         """Slots for token_ids appended to seq (blocks available: checked by the caller)."""
-        raise NotImplementedError("block_manager: KVCacheManager._append (block_manager/kv_cache_manager.py): copy-on-write first; per token: new block at a block boundary; slot = id * bs + offset; cache blocks that fill up")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager._append (block_manager/kv_cache_manager.py): copy-on-write first; per "
+            "token: new block at a block boundary; slot = id * bs + offset; cache blocks that fill up")
 
     def fork(self, parent_id: str, child_id: str) -> None:
         """The child shares every block of the parent (parallel sampling, beam search)."""
-        raise NotImplementedError("block_manager: KVCacheManager.fork (block_manager/kv_cache_manager.py): copy the token list and block list; touch() the blocks")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager.fork (block_manager/kv_cache_manager.py): copy the token list and block "
+            "list; touch() the blocks")
 
     def free(self, seq_id: str) -> None:
         """Release a finished (or preempted) sequence's blocks, tail first. KeyError if unknown."""
-        raise NotImplementedError("block_manager: KVCacheManager.free (block_manager/kv_cache_manager.py): pop the sequence; pool.free_blocks(reversed(blocks))")
+        raise NotImplementedError(
+            "block_manager: KVCacheManager.free (block_manager/kv_cache_manager.py): pop the sequence; "
+            "pool.free_blocks(reversed(blocks))")

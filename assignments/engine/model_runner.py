@@ -44,7 +44,9 @@ def prepare_inputs(plan: list[ScheduledSeq], kv_manager: KVCacheManager, device:
     block table is kv_manager.get_block_table(seq.seq_id). decode_only: every sequence
     computes exactly one token.
     """
-    raise NotImplementedError("engine: prepare_inputs (engine/model_runner.py): concatenate per-sequence token ids / positions / slots; cumulative q lengths; pad block tables with 0")
+    raise NotImplementedError(
+        "engine: prepare_inputs (engine/model_runner.py): concatenate per-sequence token ids / positions / slots; "
+        "cumulative q lengths; pad block tables with 0")
 
 
 def paged_attention_reference(q, key_cache, value_cache, inputs: BatchInputs, scale: float, attend):
@@ -56,7 +58,9 @@ def paged_attention_reference(q, key_cache, value_cache, inputs: BatchInputs, sc
     attend(q_s [1, H, q_len, D], k [1, Hkv, seq_len, D], v, None, scale): its q_len queries
     are the last q_len of its seq_len tokens, causal. Returns [num_tokens, num_heads, head_size].
     """
-    raise NotImplementedError("engine: paged_attention_reference (engine/model_runner.py): per sequence: idx = arange(seq_len); blocks = table[idx // bs]; k = key_cache[blocks, idx % bs]; attend on [1, heads, len, D] views")
+    raise NotImplementedError(
+        "engine: paged_attention_reference (engine/model_runner.py): per sequence: idx = arange(seq_len); blocks = "
+        "table[idx // bs]; k = key_cache[blocks, idx % bs]; attend on [1, heads, len, D] views")
 
 
 class _DecodeGraphs:

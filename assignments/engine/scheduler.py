@@ -48,7 +48,9 @@ class Scheduler:
         """Preemption by recompute: free all of `seq`'s blocks, forget its computed tokens and put
         it at the FRONT of the waiting queue (it arrived before everything waiting). Its tokens
         so far (prompt + output) are its prompt when it is admitted again."""
-        raise NotImplementedError("engine: Scheduler.preempt (engine/scheduler.py): remove from running; kv.free; num_computed_tokens = 0; status WAITING; waiting.appendleft; count it")
+        raise NotImplementedError(
+            "engine: Scheduler.preempt (engine/scheduler.py): remove from running; kv.free; num_computed_tokens = 0; "
+            "status WAITING; waiting.appendleft; count it")
 
     def schedule(self) -> list[ScheduledSeq]:
         """Plan one step within max_num_batched_tokens tokens and max_num_seqs sequences.
@@ -64,4 +66,6 @@ class Scheduler:
            hit, and move the sequence to running. Stop at the first that does not fit.
         Every scheduled sequence computes at least 1 token.
         """
-        raise NotImplementedError("engine: Scheduler.schedule (engine/scheduler.py): budget = max_num_batched_tokens; running loop with append_slots / preempt newest; then FCFS admission with kv.allocate(seq_id, tokens[:hit + n])")
+        raise NotImplementedError(
+            "engine: Scheduler.schedule (engine/scheduler.py): budget = max_num_batched_tokens; running loop with "
+            "append_slots / preempt newest; then FCFS admission with kv.allocate(seq_id, tokens[:hit + n])")

@@ -23,7 +23,9 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     Query head h reads KV head h // n_rep: heads 0..n_rep-1 share KV head 0, and so on
     (the mapping of Llama, Qwen2, vLLM and transformers).
     """
-    raise NotImplementedError("kv_cache: repeat_kv (kv_cache/attention.py): each KV head is repeated n_rep times in a row (repeat_interleave on dim 1, or expand + reshape)")
+    raise NotImplementedError(
+        "kv_cache: repeat_kv (kv_cache/attention.py): each KV head is repeated n_rep times in a row (repeat_interleave "
+        "on dim 1, or expand + reshape)")
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_valid: torch.Tensor | None,
@@ -44,7 +46,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_valid: torch.Te
         sum may use float32 too. A query that sees no key at all (a padding query) returns
         zeros, not NaN.
     """
-    raise NotImplementedError("kv_cache: attend (kv_cache/attention.py): scores in fp32 = scale * q @ k^T over repeat_kv'd heads; mask with -inf; softmax; NaN rows -> 0; @ v")
+    raise NotImplementedError(
+        "kv_cache: attend (kv_cache/attention.py): scores in fp32 = scale * q @ k^T over repeat_kv'd heads; mask with "
+        "-inf; softmax; NaN rows -> 0; @ v")
 
 
 class Attention(nn.Module):
@@ -83,4 +87,6 @@ class Attention(nn.Module):
         with apply_rotary (k is stored in the cache already rotated); append to the cache;
         attend(); merge heads; o_proj.
         """
-        raise NotImplementedError("kv_cache: Attention.forward (kv_cache/attention.py): q/k/v projections -> [B, heads, T, D]; apply_rotary(q and k, cos, sin); cache.append; attend; o_proj")
+        raise NotImplementedError(
+            "kv_cache: Attention.forward (kv_cache/attention.py): q/k/v projections -> [B, heads, T, D]; "
+            "apply_rotary(q and k, cos, sin); cache.append; attend; o_proj")

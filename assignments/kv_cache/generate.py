@@ -37,4 +37,6 @@ def generate(model: CausalLM, prompts: list[list[int]], params: SamplingParams,
         max_tokens tokens or right after emitting an EOS id (which is included), unless
         params.ignore_eos.
     """
-    raise NotImplementedError("kv_cache: generate (kv_cache/generate.py): left-pad; positions = slot - pad; prefill; loop: sample, append, feed [B, 1] at position len + step")
+    raise NotImplementedError(
+        "kv_cache: generate (kv_cache/generate.py): left-pad; positions = slot - pad; prefill; loop: sample, append, "
+        "feed [B, 1] at position len + step")

@@ -25,7 +25,9 @@ def kv_cache_bytes(config, batch_size: int, seq_len: int, dtype: torch.dtype) ->
 
     Example: Llama-3-8B (32 layers, 8 KV heads, head_dim 128) at bf16 needs 128 KiB per token.
     """
-    raise NotImplementedError("kv_cache: kv_cache_bytes (kv_cache/kv_cache.py): 2 (K and V) x layers x batch x seq_len x kv heads x head_dim x bytes per element")
+    raise NotImplementedError(
+        "kv_cache: kv_cache_bytes (kv_cache/kv_cache.py): 2 (K and V) x layers x batch x seq_len x kv heads x head_dim "
+        "x bytes per element")
 
 
 class KVCache:
@@ -43,7 +45,9 @@ class KVCache:
 
     def __init__(self, batch_size: int, num_kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        raise NotImplementedError("kv_cache: KVCache.__init__ (kv_cache/kv_cache.py): allocate self.k and self.v with torch.empty(...) once, and set self.length = 0")
+        raise NotImplementedError(
+            "kv_cache: KVCache.__init__ (kv_cache/kv_cache.py): allocate self.k and self.v with torch.empty(...) once, "
+            "and set self.length = 0")
 
     @property
     def max_len(self) -> int:
@@ -66,16 +70,22 @@ class KVCache:
         Raises:
             CacheOverflowError if length + n > max_len; the cache is left unchanged then.
         """
-        raise NotImplementedError("kv_cache: KVCache.append (kv_cache/kv_cache.py): copy into self.k[:, :, self.length:self.length + n], advance self.length, return self.keys(), self.values()")
+        raise NotImplementedError(
+            "kv_cache: KVCache.append (kv_cache/kv_cache.py): copy into self.k[:, :, self.length:self.length + n], "
+            "advance self.length, return self.keys(), self.values()")
 
     def keys(self) -> torch.Tensor:
         """View of the filled keys: [batch_size, num_kv_heads, length, head_dim]."""
-        raise NotImplementedError("kv_cache: KVCache.keys (kv_cache/kv_cache.py): a slice of self.k up to self.length along the token axis")
+        raise NotImplementedError(
+            "kv_cache: KVCache.keys (kv_cache/kv_cache.py): a slice of self.k up to self.length along the token axis")
 
     def values(self) -> torch.Tensor:
         """View of the filled values: [batch_size, num_kv_heads, length, head_dim]."""
-        raise NotImplementedError("kv_cache: KVCache.values (kv_cache/kv_cache.py): a slice of self.v up to self.length along the token axis")
+        raise NotImplementedError(
+            "kv_cache: KVCache.values (kv_cache/kv_cache.py): a slice of self.v up to self.length along the token axis")
 
     def reset(self) -> None:
         """Forget every token (keep the buffers): the next append writes at slot 0 again."""
-        raise NotImplementedError("kv_cache: KVCache.reset (kv_cache/kv_cache.py): no need to clear the buffers; what is past `length` is never read")
+        raise NotImplementedError(
+            "kv_cache: KVCache.reset (kv_cache/kv_cache.py): no need to clear the buffers; what is past `length` is "
+            "never read")

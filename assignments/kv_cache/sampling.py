@@ -52,7 +52,9 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.T
     tokens strictly before it is < top_p, so the most likely token is always kept and the
     kept set is the smallest whose mass reaches top_p.
     """
-    raise NotImplementedError("kv_cache: apply_top_k_top_p (kv_cache/sampling.py): sort once descending; mask ranks >= top_k; cumulative softmax minus own prob >= top_p is dropped; scatter back")
+    raise NotImplementedError(
+        "kv_cache: apply_top_k_top_p (kv_cache/sampling.py): sort once descending; mask ranks >= top_k; cumulative "
+        "softmax minus own prob >= top_p is dropped; scatter back")
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -63,4 +65,6 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         global RNG. Draw with torch.multinomial(..., generator=generator) so a seed reproduces.
     Returns: [batch] int64 token ids.
     """
-    raise NotImplementedError("kv_cache: sample (kv_cache/sampling.py): temperature 0 -> argmax; else logits / temperature -> apply_top_k_top_p -> softmax -> multinomial")
+    raise NotImplementedError(
+        "kv_cache: sample (kv_cache/sampling.py): temperature 0 -> argmax; else logits / temperature -> "
+        "apply_top_k_top_p -> softmax -> multinomial")

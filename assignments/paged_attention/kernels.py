@@ -41,7 +41,10 @@ def _reshape_and_cache_kernel(key_ptr, value_ptr, key_cache_ptr, value_cache_ptr
     HD_POW2: num_kv_heads * head_size rounded up to a power of two (tl.arange needs one); the
     lanes past the real size are masked off.
     """
-    tl.static_assert(False, "not implemented: paged_attention: _reshape_and_cache_kernel (paged_attention/kernels.py): slot = load(slot_ptr + t); skip if < 0; flatten (head, dim) into one arange; masked load, masked store")
+    tl.static_assert(
+        False,
+        "not implemented: paged_attention: _reshape_and_cache_kernel (paged_attention/kernels.py): slot = "
+        "load(slot_ptr + t); skip if < 0; flatten (head, dim) into one arange; masked load, masked store")
 
 
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
@@ -63,7 +66,9 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
         raise ValueError(f"reshape_and_cache: slot_mapping must be [num_tokens={T}], got {list(slot_mapping.shape)}")
     if T == 0:
         return
-    raise NotImplementedError("paged_attention: reshape_and_cache (paged_attention/kernels.py): grid (num_tokens,); pass strides; HD_POW2 = triton.next_power_of_2(num_kv_heads * head_size)")
+    raise NotImplementedError(
+        "paged_attention: reshape_and_cache (paged_attention/kernels.py): grid (num_tokens,); pass strides; HD_POW2 = "
+        "triton.next_power_of_2(num_kv_heads * head_size)")
 
 
 # ----------------------------------------------------------------------------- decode
@@ -94,7 +99,11 @@ def _paged_decode_kernel(out_ptr, m_ptr, l_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
     input_precision="ieee" in tl.dot (exact fp32 products; the default would use TF32 on a GPU
     and miss the fp32 tolerance); fp16 / bf16 inputs use the tensor cores as they are.
     """
-    tl.static_assert(False, "not implemented: paged_attention: _paged_decode_kernel (paged_attention/kernels.py): q tile [PADDED_GROUP, HEAD_SIZE]; per tile gather block ids, load K/V rows masked, s = dot(q, k^T) * scale, online softmax, acc += dot(p, v)")
+    tl.static_assert(
+        False,
+        "not implemented: paged_attention: _paged_decode_kernel (paged_attention/kernels.py): q tile [PADDED_GROUP, "
+        "HEAD_SIZE]; per tile gather block ids, load K/V rows masked, s = dot(q, k^T) * scale, online softmax, acc += "
+        "dot(p, v)")
 
 
 @triton.jit
@@ -106,7 +115,10 @@ def _reduce_splits_kernel(out_ptr, tmp_ptr, m_ptr, l_ptr, seq_lens_ptr, partitio
     Each split s has a normalised output o_s, max logit m_s and sum l_s = sum(exp(logit - m_s)).
     With M = max_s m_s and w_s = l_s * exp(m_s - M): out = sum_s w_s * o_s / sum_s w_s.
     """
-    tl.static_assert(False, "not implemented: paged_attention: _reduce_splits_kernel (paged_attention/kernels.py): n = cdiv(seq_len, partition_size) splits hold tokens; mask the rest; rescale each by exp(m_s - M) before summing")
+    tl.static_assert(
+        False,
+        "not implemented: paged_attention: _reduce_splits_kernel (paged_attention/kernels.py): n = cdiv(seq_len, "
+        "partition_size) splits hold tokens; mask the rest; rescale each by exp(m_s - M) before summing")
 
 
 def _check_cache(key_cache, value_cache):
@@ -150,7 +162,9 @@ def paged_attention_decode(query, key_cache, value_cache, block_tables, seq_lens
     """
     _check_decode(query, key_cache, value_cache, block_tables, seq_lens, out)
     out = torch.empty_like(query) if out is None else out
-    raise NotImplementedError("paged_attention: paged_attention_decode (paged_attention/kernels.py): grid (num_seqs, num_kv_heads, 1), SPLIT=False, partition_size larger than any sequence")
+    raise NotImplementedError(
+        "paged_attention: paged_attention_decode (paged_attention/kernels.py): grid (num_seqs, num_kv_heads, 1), "
+        "SPLIT=False, partition_size larger than any sequence")
 
 
 def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sms: int) -> int:
@@ -161,7 +175,9 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sm
     are a few programs per multiprocessor, but keep every split at least a few hundred tokens
     (each split costs a partial output and a share of the reduction). 1 means: do not split.
     """
-    raise NotImplementedError("paged_attention: choose_num_splits (paged_attention/kernels.py): with a program per SM, still cut long sequences into ~1024-token splits (ragged batches balance); else aim for ~4 per SM, each split >= 256 tokens")
+    raise NotImplementedError(
+        "paged_attention: choose_num_splits (paged_attention/kernels.py): with a program per SM, still cut long "
+        "sequences into ~1024-token splits (ragged batches balance); else aim for ~4 per SM, each split >= 256 tokens")
 
 
 def paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, scale: float,
@@ -176,7 +192,10 @@ def paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, 
     """
     _check_decode(query, key_cache, value_cache, block_tables, seq_lens, out)
     out = torch.empty_like(query) if out is None else out
-    raise NotImplementedError("paged_attention: paged_attention_decode_split_k (paged_attention/kernels.py): partition = round_up(cdiv(max_seq_len, num_splits), TILE_N); tmp [S, H, splits, D] fp32, m and l [S, H, splits]; decode kernel with SPLIT=True, then the reduction")
+    raise NotImplementedError(
+        "paged_attention: paged_attention_decode_split_k (paged_attention/kernels.py): partition = "
+        "round_up(cdiv(max_seq_len, num_splits), TILE_N); tmp [S, H, splits, D] fp32, m and l [S, H, splits]; decode "
+        "kernel with SPLIT=True, then the reduction")
 
 
 @functools.cache
@@ -190,4 +209,6 @@ def paged_attention(query, key_cache, value_cache, block_tables, seq_lens, scale
 
     max_seq_len: an upper bound of seq_lens, known on the host (no device sync).
     """
-    raise NotImplementedError("paged_attention: paged_attention (paged_attention/kernels.py): choose_num_splits(...) with the device's multiprocessor count; 1 -> paged_attention_decode, else split-K")
+    raise NotImplementedError(
+        "paged_attention: paged_attention (paged_attention/kernels.py): choose_num_splits(...) with the device's "
+        "multiprocessor count; 1 -> paged_attention_decode, else split-K")

@@ -22,10 +22,15 @@ import pytest
 
 from autograder import REPO_ROOT
 
-STUB_BYTES = ('    raise NotImplementedError("kv_cache: kv_cache_bytes (kv_cache/kv_cache.py): '
-              '2 (K and V) x layers x batch x seq_len x kv heads x head_dim x bytes per element")\n')
-STUB_REPEAT = ('    raise NotImplementedError("kv_cache: repeat_kv (kv_cache/attention.py): '
-               'each KV head is repeated n_rep times in a row (repeat_interleave on dim 1, or expand + reshape)")\n')
+# The two stubs as release writes them (wrapped to 120 columns: autograder/release.py)
+STUB_BYTES = ('    raise NotImplementedError(\n'
+              '        "kv_cache: kv_cache_bytes (kv_cache/kv_cache.py): 2 (K and V) x layers x batch x seq_len '
+              'x kv heads x head_dim "\n'
+              '        "x bytes per element")\n')
+STUB_REPEAT = ('    raise NotImplementedError(\n'
+               '        "kv_cache: repeat_kv (kv_cache/attention.py): each KV head is repeated n_rep times in a row '
+               '(repeat_interleave "\n'
+               '        "on dim 1, or expand + reshape)")\n')
 
 
 def build(dest: Path, base: str, attack: str | None = None, repeat_kv: str | None = None) -> Path:

@@ -38,6 +38,85 @@ def test_triton_kernel_region_becomes_static_assert():
     assert 'tl.static_assert(False, "not implemented: paged_attention: _kernel (k.py): load, add, store")' in out
 
 
+def _stub_message(out: str, name: str) -> str:
+    """The message the stub of function `name` in released source `out` raises."""
+    ns = {}
+    exec(compile(out, "x", "exec"), ns)
+    with pytest.raises(NotImplementedError) as e:
+        ns[name]()
+    return str(e.value)
+
+
+def test_long_stub_is_wrapped_to_120_columns_with_the_same_message():
+    """A stub that would run past 120 columns: `raise NotImplementedError(` alone, then the message
+    as string literals, one a line, each broken after a space; the message is unchanged."""
+    hint = ("scores in fp32 = scale * q @ k^T over repeat_kv'd heads; mask with -inf; softmax; NaN rows -> 0; "
+            "@ v; a \\ backslash and \"quotes\" survive; " + "word " * 40).strip()
+    src = f"def attend():\n    # BEGIN SOLUTION hint: {hint}\n    return 1\n    # END SOLUTION\n"
+    out = release.stub_source(src, "kv_cache", "kv_cache/attention.py")
+    lines = out.splitlines()
+    assert lines[1] == "    raise NotImplementedError(" and all(len(line) <= release.WIDTH for line in lines)
+    pieces = lines[2:]
+    assert len(pieces) > 2 and all(p.startswith('        "') for p in pieces) and pieces[-1].endswith('")')
+    assert all(p.endswith(' "') for p in pieces[:-1]), "each piece but the last ends after a space"
+    assert _stub_message(out, "attend") == f"kv_cache: attend (kv_cache/attention.py): {hint}"
+
+
+def test_word_longer_than_a_line_is_cut_outside_escapes():
+    hint = "x" * 105 + '\\"' * 40
+    src = f"def f():\n    # BEGIN SOLUTION hint: {hint}\n    pass\n    # END SOLUTION\n"
+    out = release.stub_source(src, "a", "f.py")
+    assert all(len(line) <= release.WIDTH for line in out.splitlines())
+    assert _stub_message(out, "f") == f"a: f (f.py): {hint}"
+
+
+def test_hint_continues_on_hanging_indent_comment_lines():
+    """`#` and at least two spaces, at the BEGIN line's indentation, right after it: the hint goes
+    on (joined with a space); the first other line, a one-space comment included, ends it."""
+    src = textwrap.dedent('''
+        def f():
+            # BEGIN SOLUTION hint: first part,
+            #   second part;
+            #     third part
+            # the reference's own comment, not the hint
+            x = 1
+            #   after code: not the hint either
+            return x
+            # END SOLUTION
+    ''')
+    out = release.stub_source(src, "a", "f.py")
+    assert _stub_message(out, "f") == "a: f (f.py): first part, second part; third part"
+    assert "comment" not in out and "second part" in out and "x = 1" not in out
+    # without a hint, a following comment is the reference's
+    src = "def f():\n    # BEGIN SOLUTION\n    #   a note\n    pass\n    # END SOLUTION\n"
+    out = release.stub_source(src, "a", "f.py")
+    assert _stub_message(out, "f") == "a: f (f.py): see the docstring"
+
+
+def test_long_triton_stub_keeps_the_call_on_its_own_first_line():
+    """Triton's CompileTimeAssertionFailure shows the source up to the call's first line: that line
+    is `tl.static_assert(` alone, so that the whole message, not a piece, is the first one shown."""
+    hint = "q tile [PADDED_GROUP, HEAD_SIZE]; per tile gather block ids, load K/V rows masked, s = dot(q, k^T) * scale"
+    src = f"@triton.jit\ndef _k(x_ptr):\n    # BEGIN SOLUTION hint: {hint}\n    pass\n    # END SOLUTION\n"
+    out = release.stub_source(src, "paged_attention", "k.py")
+    lines = out.splitlines()
+    assert lines[2:4] == ["    tl.static_assert(", "        False,"] and all(len(x) <= release.WIDTH for x in lines)
+    call = compile(out, "k.py", "exec", flags=__import__("ast").PyCF_ONLY_AST).body[0].body[0].value
+    assert call.args[1].value == f"not implemented: paged_attention: _k (k.py): {hint}"
+
+
+def test_short_reason_gives_a_kernel_stubs_whole_message():
+    """The grader's one-line reason for a stub in a kernel, from the interpreter's error and from
+    the compiler's (source excerpt, then the message), keeps the hint's own closing parenthesis."""
+    from autograder.pytest_plugin import short_reason
+
+    msg = "not implemented: paged_attention: _k (k.py): acc += dot(p, v)"
+    assert short_reason(RuntimeError(f"AssertionError({msg!r})")) == msg
+    excerpt = f'at 3:4:\ndef _k(x_ptr):\n    tl.static_assert(False, "{msg}")\n    ^\n{msg}'
+    assert short_reason(RuntimeError(excerpt)) == msg
+    assert short_reason(RuntimeError("at 3:4:\n    tl.static_assert(\n    ^\n" + msg)) == msg
+
+
 @pytest.mark.parametrize("src,err", [
     ("def f():\n    # BEGIN SOLUTION\n    pass\n", "never closed"),
     ("def f():\n    # END SOLUTION\n", "without BEGIN"),

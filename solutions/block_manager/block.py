@@ -45,7 +45,8 @@ class FreeKVCacheBlockQueue:
     """
 
     def __init__(self, blocks: list[KVCacheBlock]):
-        # BEGIN SOLUTION hint: link the blocks in order through prev_free_block / next_free_block; keep head, tail and a count
+        # BEGIN SOLUTION hint: link the blocks in order through prev_free_block / next_free_block;
+        #   keep head, tail and a count
         self.num_free_blocks = len(blocks)
         self.head: KVCacheBlock | None = blocks[0] if blocks else None
         self.tail: KVCacheBlock | None = blocks[-1] if blocks else None

@@ -19,7 +19,8 @@ def hash_block_tokens(parent_block_hash: int | None, token_ids: Sequence[int]) -
     Python's hash(): the prefix cache may be shared by processes, and a 64-bit collision would
     silently serve another prompt's KV. parent_block_hash is None for a sequence's first block.
     """
-    # BEGIN SOLUTION hint: sha256 over the parent (or a marker for None) and the tokens as fixed-width ints; first 8 bytes as an int
+    # BEGIN SOLUTION hint: sha256 over the parent (or a marker for None) and the tokens as fixed-width ints;
+    #   first 8 bytes as an int
     h = hashlib.sha256()
     h.update(b"root" if parent_block_hash is None else parent_block_hash.to_bytes(8, "little"))
     h.update(struct.pack(f"<{len(token_ids)}q", *token_ids))

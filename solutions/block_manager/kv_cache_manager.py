@@ -103,7 +103,8 @@ class KVCacheManager:
         block that is free right now counts as a new block for that check, since reviving it
         takes it out of the free queue.
         """
-        # BEGIN SOLUTION hint: hits = get_computed_blocks; check can_allocate(new + revived); touch(hits); append the rest
+        # BEGIN SOLUTION hint: hits = get_computed_blocks; check can_allocate(new + revived); touch(hits);
+        #   append the rest
         if seq_id in self.seqs:
             raise ValueError(f"sequence {seq_id!r} is already allocated; free it first")
         if not token_ids:
@@ -151,7 +152,8 @@ class KVCacheManager:
 
     def _append(self, seq: SequenceBlocks, token_ids: list[int]) -> list[int]:
         """Slots for token_ids appended to seq (blocks available: checked by the caller)."""
-        # BEGIN SOLUTION hint: copy-on-write first; per token: new block at a block boundary; slot = id * bs + offset; cache blocks that fill up
+        # BEGIN SOLUTION hint: copy-on-write first; per token: new block at a block boundary; slot = id * bs + offset;
+        #   cache blocks that fill up
         bs = self.block_size
         if token_ids and self._needs_cow(seq):
             old = seq.blocks[-1]

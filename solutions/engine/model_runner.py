@@ -44,7 +44,8 @@ def prepare_inputs(plan: list[ScheduledSeq], kv_manager: KVCacheManager, device:
     block table is kv_manager.get_block_table(seq.seq_id). decode_only: every sequence
     computes exactly one token.
     """
-    # BEGIN SOLUTION hint: concatenate per-sequence token ids / positions / slots; cumulative q lengths; pad block tables with 0
+    # BEGIN SOLUTION hint: concatenate per-sequence token ids / positions / slots; cumulative q lengths;
+    #   pad block tables with 0
     ids, pos, slots, qsl, lens, tables = [], [], [], [0], [], []
     for p in plan:
         c = p.seq.num_computed_tokens
@@ -74,7 +75,8 @@ def paged_attention_reference(q, key_cache, value_cache, inputs: BatchInputs, sc
     attend(q_s [1, H, q_len, D], k [1, Hkv, seq_len, D], v, None, scale): its q_len queries
     are the last q_len of its seq_len tokens, causal. Returns [num_tokens, num_heads, head_size].
     """
-    # BEGIN SOLUTION hint: per sequence: idx = arange(seq_len); blocks = table[idx // bs]; k = key_cache[blocks, idx % bs]; attend on [1, heads, len, D] views
+    # BEGIN SOLUTION hint: per sequence: idx = arange(seq_len); blocks = table[idx // bs];
+    #   k = key_cache[blocks, idx % bs]; attend on [1, heads, len, D] views
     out = torch.empty_like(q)
     bs = key_cache.shape[1]
     qsl = inputs.query_start_loc.tolist()

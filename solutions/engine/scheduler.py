@@ -48,7 +48,8 @@ class Scheduler:
         """Preemption by recompute: free all of `seq`'s blocks, forget its computed tokens and put
         it at the FRONT of the waiting queue (it arrived before everything waiting). Its tokens
         so far (prompt + output) are its prompt when it is admitted again."""
-        # BEGIN SOLUTION hint: remove from running; kv.free; num_computed_tokens = 0; status WAITING; waiting.appendleft; count it
+        # BEGIN SOLUTION hint: remove from running; kv.free; num_computed_tokens = 0; status WAITING;
+        #   waiting.appendleft; count it
         self.running.remove(seq)
         self.kv.free(seq.seq_id)
         seq.num_computed_tokens = 0
@@ -72,7 +73,8 @@ class Scheduler:
            hit, and move the sequence to running. Stop at the first that does not fit.
         Every scheduled sequence computes at least 1 token.
         """
-        # BEGIN SOLUTION hint: budget = max_num_batched_tokens; running loop with append_slots / preempt newest; then FCFS admission with kv.allocate(seq_id, tokens[:hit + n])
+        # BEGIN SOLUTION hint: budget = max_num_batched_tokens; running loop with append_slots / preempt newest;
+        #   then FCFS admission with kv.allocate(seq_id, tokens[:hit + n])
         budget = self.max_num_batched_tokens
         plan: list[ScheduledSeq] = []
         preempted = False

@@ -23,7 +23,8 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     Query head h reads KV head h // n_rep: heads 0..n_rep-1 share KV head 0, and so on
     (the mapping of Llama, Qwen2, vLLM and transformers).
     """
-    # BEGIN SOLUTION hint: each KV head is repeated n_rep times in a row (repeat_interleave on dim 1, or expand + reshape)
+    # BEGIN SOLUTION hint: each KV head is repeated n_rep times in a row
+    #   (repeat_interleave on dim 1, or expand + reshape)
     if n_rep == 1:
         return x
     b, h, s, d = x.shape
@@ -49,7 +50,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_valid: torch.Te
         sum may use float32 too. A query that sees no key at all (a padding query) returns
         zeros, not NaN.
     """
-    # BEGIN SOLUTION hint: scores in fp32 = scale * q @ k^T over repeat_kv'd heads; mask with -inf; softmax; NaN rows -> 0; @ v
+    # BEGIN SOLUTION hint: scores in fp32 = scale * q @ k^T over repeat_kv'd heads;
+    #   mask with -inf; softmax; NaN rows -> 0; @ v
     # One fused kernel (torch's scaled_dot_product_attention) on fp32 copies: scores and softmax
     # in fp32 as asked, and a decode step launches ~8 kernels here instead of ~17 (eager decoding
     # of a small model is bound by launches, not by the GPU's arithmetic).
@@ -105,7 +107,8 @@ class Attention(nn.Module):
         with apply_rotary (k is stored in the cache already rotated); append to the cache;
         attend(); merge heads; o_proj.
         """
-        # BEGIN SOLUTION hint: q/k/v projections -> [B, heads, T, D]; apply_rotary(q and k, cos, sin); cache.append; attend; o_proj
+        # BEGIN SOLUTION hint: q/k/v projections -> [B, heads, T, D]; apply_rotary(q and k, cos, sin);
+        #   cache.append; attend; o_proj
         B, T, _ = hidden.shape
         q = self.q_proj(hidden).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(hidden).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)

@@ -37,7 +37,8 @@ def generate(model: CausalLM, prompts: list[list[int]], params: SamplingParams,
         max_tokens tokens or right after emitting an EOS id (which is included), unless
         params.ignore_eos.
     """
-    # BEGIN SOLUTION hint: left-pad; positions = slot - pad; prefill; loop: sample, append, feed [B, 1] at position len + step
+    # BEGIN SOLUTION hint: left-pad; positions = slot - pad; prefill;
+    #   loop: sample, append, feed [B, 1] at position len + step
     device = model.device
     B = len(prompts)
     lens = torch.tensor([len(p) for p in prompts], device=device)

@@ -52,7 +52,8 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.T
     tokens strictly before it is < top_p, so the most likely token is always kept and the
     kept set is the smallest whose mass reaches top_p.
     """
-    # BEGIN SOLUTION hint: sort once descending; mask ranks >= top_k; cumulative softmax minus own prob >= top_p is dropped; scatter back
+    # BEGIN SOLUTION hint: sort once descending; mask ranks >= top_k;
+    #   cumulative softmax minus own prob >= top_p is dropped; scatter back
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     drop = torch.zeros_like(sorted_logits, dtype=torch.bool)
     if top_k > 0:
@@ -74,7 +75,8 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         global RNG. Draw with torch.multinomial(..., generator=generator) so a seed reproduces.
     Returns: [batch] int64 token ids.
     """
-    # BEGIN SOLUTION hint: temperature 0 -> argmax; else logits / temperature -> apply_top_k_top_p -> softmax -> multinomial
+    # BEGIN SOLUTION hint: temperature 0 -> argmax;
+    #   else logits / temperature -> apply_top_k_top_p -> softmax -> multinomial
     logits = logits.float()
     if params.temperature == 0.0:
         return logits.argmax(dim=-1)

@@ -41,7 +41,8 @@ def _reshape_and_cache_kernel(key_ptr, value_ptr, key_cache_ptr, value_cache_ptr
     HD_POW2: num_kv_heads * head_size rounded up to a power of two (tl.arange needs one); the
     lanes past the real size are masked off.
     """
-    # BEGIN SOLUTION hint: slot = load(slot_ptr + t); skip if < 0; flatten (head, dim) into one arange; masked load, masked store
+    # BEGIN SOLUTION hint: slot = load(slot_ptr + t); skip if < 0; flatten (head, dim) into one arange;
+    #   masked load, masked store
     t = tl.program_id(0)
     idx = tl.arange(0, HD_POW2)
     # the token's slot, loaded across the tile: a scalar in a mask is rejected by newer interpreters
@@ -113,7 +114,8 @@ def _paged_decode_kernel(out_ptr, m_ptr, l_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
     input_precision="ieee" in tl.dot (exact fp32 products; the default would use TF32 on a GPU
     and miss the fp32 tolerance); fp16 / bf16 inputs use the tensor cores as they are.
     """
-    # BEGIN SOLUTION hint: q tile [PADDED_GROUP, HEAD_SIZE]; per tile gather block ids, load K/V rows masked, s = dot(q, k^T) * scale, online softmax, acc += dot(p, v)
+    # BEGIN SOLUTION hint: q tile [PADDED_GROUP, HEAD_SIZE]; per tile gather block ids, load K/V rows masked,
+    #   s = dot(q, k^T) * scale, online softmax, acc += dot(p, v)
     seq = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -172,7 +174,8 @@ def _reduce_splits_kernel(out_ptr, tmp_ptr, m_ptr, l_ptr, seq_lens_ptr, partitio
     Each split s has a normalised output o_s, max logit m_s and sum l_s = sum(exp(logit - m_s)).
     With M = max_s m_s and w_s = l_s * exp(m_s - M): out = sum_s w_s * o_s / sum_s w_s.
     """
-    # BEGIN SOLUTION hint: n = cdiv(seq_len, partition_size) splits hold tokens; mask the rest; rescale each by exp(m_s - M) before summing
+    # BEGIN SOLUTION hint: n = cdiv(seq_len, partition_size) splits hold tokens; mask the rest;
+    #   rescale each by exp(m_s - M) before summing
     seq = tl.program_id(0)
     head = tl.program_id(1)
     seq_len = tl.load(seq_lens_ptr + seq)
@@ -257,7 +260,8 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sm
     are a few programs per multiprocessor, but keep every split at least a few hundred tokens
     (each split costs a partial output and a share of the reduction). 1 means: do not split.
     """
-    # BEGIN SOLUTION hint: with a program per SM, still cut long sequences into ~1024-token splits (ragged batches balance); else aim for ~4 per SM, each split >= 256 tokens
+    # BEGIN SOLUTION hint: with a program per SM, still cut long sequences into ~1024-token splits
+    #   (ragged batches balance); else aim for ~4 per SM, each split >= 256 tokens
     programs = num_seqs * num_kv_heads
     if programs >= num_sms:  # the GPU is full: split only to even out long and short sequences
         return max(1, min(8, max_seq_len // 1024))
@@ -278,7 +282,8 @@ def paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, 
     """
     _check_decode(query, key_cache, value_cache, block_tables, seq_lens, out)
     out = torch.empty_like(query) if out is None else out
-    # BEGIN SOLUTION hint: partition = round_up(cdiv(max_seq_len, num_splits), TILE_N); tmp [S, H, splits, D] fp32, m and l [S, H, splits]; decode kernel with SPLIT=True, then the reduction
+    # BEGIN SOLUTION hint: partition = round_up(cdiv(max_seq_len, num_splits), TILE_N); tmp [S, H, splits, D] fp32,
+    #   m and l [S, H, splits]; decode kernel with SPLIT=True, then the reduction
     S, H, D = query.shape
     Hkv, bs = key_cache.shape[2], key_cache.shape[1]
     group = H // Hkv
@@ -314,7 +319,8 @@ def paged_attention(query, key_cache, value_cache, block_tables, seq_lens, scale
 
     max_seq_len: an upper bound of seq_lens, known on the host (no device sync).
     """
-    # BEGIN SOLUTION hint: choose_num_splits(...) with the device's multiprocessor count; 1 -> paged_attention_decode, else split-K
+    # BEGIN SOLUTION hint: choose_num_splits(...) with the device's multiprocessor count;
+    #   1 -> paged_attention_decode, else split-K
     sms = _num_sms(query.device.index or 0) if query.is_cuda else 4
     n = choose_num_splits(query.shape[0], key_cache.shape[2], max_seq_len, sms)
     if n == 1:
