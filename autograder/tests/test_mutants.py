@@ -153,7 +153,8 @@ BLOCK_MUTANTS = {
         "first_miss", ["test_prefix_lookup_stops_at_the_first_miss"]),
     "prefix_lookup_takes_references": (  # touch() in get_computed_blocks instead of allocate
         {BM + "kv_cache_manager.py": [("            hits.append(block)\n        return hits",
-                                       "            hits.append(block)\n        self.pool.touch(hits)\n        return hits"),
+                                       "            hits.append(block)\n        "
+                                       "self.pool.touch(hits)\n        return hits"),
                                       ("        self.pool.touch(hits)\n        seq = SequenceBlocks",
                                        "        seq = SequenceBlocks")]},
         "revived or first_miss",
@@ -175,7 +176,8 @@ BLOCK_MUTANTS = {
             ("        drops: dict[int, int] = {}\n        for block in ordered_blocks:\n            self._own(block)\n"
              "            drops[block.block_id] = drops.get(block.block_id, 0) + 1\n"
              "            if drops[block.block_id] > block.ref_cnt:\n",
-             "        for block in ordered_blocks:\n            self._own(block)\n            if block.ref_cnt == 0:\n")]},
+             "        for block in ordered_blocks:\n            self._own(block)\n            "
+             "if block.ref_cnt == 0:\n")]},
         "misuse", ["test_misuse_raises_and_changes_nothing"]),
     "get_new_blocks_checks_while_taking": (  # raises from an empty queue after taking some
         {BM + "block_pool.py": [("        if num_blocks > self.get_num_free_blocks():\n", "        if False:\n")]},
@@ -235,7 +237,8 @@ PA_MUTANTS = {
         {PA: [("return max(1, min(want, max_seq_len // 256))", "return max(1, want)")]},
         "few_hundred", ["test_splits_keep_a_few_hundred_tokens"]),
     "decode_ignores_out": (
-        {PA: [("    out = torch.empty_like(query) if out is None else out\n    # BEGIN SOLUTION hint: grid (num_seqs, num_kv_heads, 1)",
+        {PA: [("    out = torch.empty_like(query) if out is None else out\n    "
+               "# BEGIN SOLUTION hint: grid (num_seqs, num_kv_heads, 1)",
                "    out = torch.empty_like(query)\n    # BEGIN SOLUTION hint: grid (num_seqs, num_kv_heads, 1)")]},
         "decode_matches", ["test_decode_matches_reference"]),
     "split_k_ignores_out": (
@@ -332,7 +335,8 @@ ZERO_MUTANTS = {
         "ring_bytes or communication_per_step", ["test_ring_bytes", "test_communication_per_step"]),
     # issue: every stated rule graded (docs/rules.md)
     "release_keeps_the_gathered_buffer": (
-        {ZE + "engine.py": [("            p.data = torch.empty(0, dtype=self.config.dtype, device=self.device)\n        g.flat = None",
+        {ZE + "engine.py": [("            p.data = torch.empty(0, dtype=self.config.dtype, "
+                             "device=self.device)\n        g.flat = None",
                              "            p.data = torch.empty(0, dtype=self.config.dtype, device=self.device)")]},
         "memory_per_rank", ["test_memory_per_rank"]),
     "views_are_copies": (

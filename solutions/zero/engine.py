@@ -296,7 +296,8 @@ class ZeroEngine:
         Called by the hooks once per group and step, or by backward() for a group some of whose
         parameters got no gradient; set g.grads_ready = len(g.params) so that no late hook reduces
         the group again."""
-        # BEGIN SOLUTION hint: stages 0, 1: view.copy_(p.grad) or zero_(); comm's async_op=True; self._track; p.grad = None
+        # BEGIN SOLUTION hint: stages 0, 1: view.copy_(p.grad) or zero_(); comm's async_op=True;
+        #   self._track; p.grad = None
         cfg = self.config
         if self.stage <= 1:
             for view, p in zip(g.views(g.full_grad), g.params):
