@@ -14,6 +14,9 @@ TRITON_SPEC ?= $(or $(shell grep -m1 '^triton==' $(LOCK) 2>/dev/null),triton)
 # DeepSpeed (the ZeRO baseline, CPU and GPU) and nbgrader (the tutorial notebooks).
 EXTRAS ?= deepspeed,notebooks
 IMPL ?= assignments
+# make test runs the course's own tests on this many processes (pytest-xdist; 0: one process). Most
+# of them grade a whole mutant or submission in a sandbox of its own, so two run side by side.
+TEST_JOBS ?= 2
 A ?=
 K ?=
 OUT ?= results
@@ -49,7 +52,7 @@ grade: setup
 test: setup
 ifneq ($(wildcard solutions/.),)
 	$(BIN)/python -m autograder release --check
-	$(BIN)/python -m pytest autograder/tests -q -p no:cacheprovider
+	$(BIN)/python -m pytest autograder/tests -q -p no:cacheprovider -n $(TEST_JOBS)
 else
 	$(BIN)/python -m autograder grade --impl $(IMPL) --out $(OUT)
 endif
