@@ -1,6 +1,8 @@
 """FreeKVCacheBlockQueue: order, O(1) removal from anywhere, links cleared."""
 import pytest
 
+from autograder import config
+
 
 def ids(q):
     return [b.block_id for b in q.get_all_free_blocks()]
@@ -36,3 +38,82 @@ def test_queue_order_remove_append(bm):
         q.popleft()
     q.append(blocks[1])
     assert ids(q) == [1] and q.popleft() is blocks[1], "append into an empty queue"
+
+
+# The O(1) check: the same OPS calls on a free queue of SMALL and of LARGE blocks, the fastest of up to
+# REPEATS rounds (a loaded machine only ever adds time); FACTOR: the slowdown per call allowed
+# (grading.toml [assignments.block_manager.cases] free_queue says how it was chosen).
+SMALL, LARGE, OPS, FACTOR = (config.cases("block_manager")["free_queue"][k]
+                              for k in ("small", "large", "ops", "factor"))
+REPEATS = 5
+
+
+def _popleft_loop(q, n: int):
+    """A function that calls q.popleft() n times in the worker, in one request (no block comes back),
+    and returns the seconds it took."""
+    import time
+
+    from autograder.remote.client import Remote
+
+    if not isinstance(q, Remote):  # in-process mode: a plain object
+        fn = q.popleft
+
+        def run():
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            return time.perf_counter() - t
+        return run
+    fn = q._r("getattr", "FreeKVCacheBlockQueue.popleft", name="popleft")  # the bound method, as a handle
+    conn = object.__getattribute__(fn, "_r_conn")
+    bench = conn.request("bench", "preparing popleft() calls", handle_id=object.__getattribute__(fn, "_r_id"),
+                         calls=[((), {})] * n, graph=False)["id"]  # (two of them run now, untimed)
+
+    def run():
+        t = time.perf_counter()
+        conn.request("bench_run", f"{n} popleft() calls", bench=bench)
+        return time.perf_counter() - t
+    return run
+
+
+def _timed_ops(bm, n: int) -> dict[str, float]:
+    """Seconds per call of remove() (OPS blocks at the back of a free queue of n blocks), append() (the
+    same blocks again) and popleft(): the first two as one request of OPS calls each, popleft as a loop
+    of OPS calls run in the worker; every request's round trip is the same at every n."""
+    import time
+
+    from autograder.remote.client import call_each
+
+    pool = bm.block_pool.BlockPool(n, enable_caching=False)
+    mine = pool.get_new_blocks(OPS)   # the first OPS blocks go to the back of the queue: a remove() that
+    pool.free_blocks(mine)            # searches from the front (list.remove, a walk) passes every other block
+    q = pool.free_block_queue
+    out = {}
+    for name, argslist in (("remove", [(b,) for b in mine]), ("append", [(b,) for b in mine])):
+        t = time.perf_counter()
+        call_each(q, name, argslist)
+        out[name] = (time.perf_counter() - t) / OPS
+    out["popleft"] = _popleft_loop(q, OPS)() / OPS
+    return out
+
+
+@pytest.mark.points(1)
+def test_queue_operations_do_not_walk_the_queue(bm, grade):
+    """popleft, append and remove take about as long per call on a queue of 100,000 free blocks as on
+    one of 4,000 (grading.toml): O(1), no walk or shift of the queue."""
+    best: dict[int, dict[str, float]] = {SMALL: {}, LARGE: {}}
+    for r in range(REPEATS):  # the fastest of a few rounds; a round without a slow operation ends it
+        for n in (SMALL, LARGE):
+            for op, s in _timed_ops(bm, n).items():
+                best[n][op] = min(best[n].get(op, float("inf")), s)
+        slow = {op: best[LARGE][op] / best[SMALL][op] for op in best[SMALL]
+                if best[LARGE][op] > FACTOR * best[SMALL][op]}
+        if not slow or (r >= 1 and min(slow.values()) > 2 * FACTOR):  # O(1), or clearly not
+            break
+    grade.extra["us_per_call"] = {str(n): {op: round(s * 1e6, 3) for op, s in d.items()} for n, d in best.items()}
+    assert not slow, (
+        "FreeKVCacheBlockQueue: " + ", ".join(
+            f"{op}() takes {best[LARGE][op] * 1e6:.1f} us per call on {LARGE:,} free blocks, "
+            f"{r:.0f}x its {best[SMALL][op] * 1e6:.1f} us on {SMALL:,}" for op, r in slow.items())
+        + ": each operation must be O(1), relinking neighbours only, never walking or shifting the queue "
+          "(a Python list's pop(0) and remove(), a deque's remove() are O(n))")
