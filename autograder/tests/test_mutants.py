@@ -186,6 +186,10 @@ BLOCK_MUTANTS = {
         {BM + "hashing.py": [("    return int.from_bytes(h.digest()[:8], \"little\")",
                               "    return hash((parent_block_hash, tuple(token_ids), \"salt\")) % 2**64")]},
         "stable", ["test_hash_is_stable_across_processes"]),
+    "free_queue_remove_walks": (  # O(n): looks the block up in the whole queue before unlinking it
+        {BM + "block.py": [("        if prev is None and nxt is None and self.head is not block:",
+                            "        if block not in self.get_all_free_blocks():")]},
+        "walk", ["test_queue_operations_do_not_walk_the_queue"]),
 }
 PA = "paged_attention/kernels.py"
 PA_MUTANTS = {

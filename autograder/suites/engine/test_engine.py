@@ -22,7 +22,10 @@ def test_batch_of_ragged_prompts(eng, rng):
     ps = prompts(rng, [1, 9, 24, 37, 16])
     outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
     check_against_transformers(outs, ps, 16, "continuous batching")
-    assert all(o.finished and o.outputs[0].finish_reason == "length" for o in outs)
+    unfinished = [(o.request_id, o.finished, o.outputs[0].finish_reason) for o in outs
+                  if not (o.finished and o.outputs[0].finish_reason == "length")]
+    assert not unfinished, (f"requests (id, finished, finish_reason) {unfinished}: every request ran to max_tokens "
+                            "with ignore_eos, so each must be finished with finish_reason 'length'")
     leak_check(llm)
 
 
@@ -98,7 +101,10 @@ def test_eos_streaming_and_seeds(eng, rng):
     llm.model.config.eos_token_id = [eos]
     stopped = llm.generate(ps[:1], eng.llm.SamplingParams(temperature=0.0, max_tokens=16))[0].outputs[0]
     first = free[0].outputs[0].token_ids.index(eos)
-    assert list(stopped.token_ids) == free[0].outputs[0].token_ids[:first + 1] and stopped.finish_reason == "stop"
+    want = free[0].outputs[0].token_ids[:first + 1]
+    assert list(stopped.token_ids) == want and stopped.finish_reason == "stop", (
+        f"with token {eos} as EOS, generation got {list(stopped.token_ids)} (finish_reason {stopped.finish_reason!r}); "
+        f"expected the unstopped run's tokens up to and including the first EOS, {want}, and finish_reason 'stop'")
     streamed = {0: [], 1: []}
     for i, tok in llm.stream(ps, eng.llm.SamplingParams(**GREEDY)):
         streamed[i].append(tok)

@@ -42,7 +42,8 @@ def test_budget_seats_and_fcfs(eng, caching):
     plan = s.schedule()
     assert [(p.seq.seq_id, p.num_tokens) for p in plan] == [("s0", 1), ("s1", 3)], \
         "step 2: s0 decodes 1 token, s1 finishes its prompt; s2 still has no seat (max_num_seqs=2)"
-    assert [x.seq_id for x in s.waiting] == ["s2"]
+    assert [x.seq_id for x in s.waiting] == ["s2"], \
+        f"step 2: waiting is {[x.seq_id for x in s.waiting]}; s2 must still wait (max_num_seqs=2 are running)"
 
 
 @pytest.mark.points(1)
@@ -56,12 +57,18 @@ def test_preemption_takes_the_newest_and_requeues_it_first(eng, caching):
     run_step(s.schedule())   # a and b: 2 blocks each, 2 free
     s.add(c)
     run_step(s.schedule())   # decode a, b (new blocks each: 0 free); c cannot be admitted
-    assert [x.seq_id for x in s.running] == ["a", "b"] and kv.get_num_free_blocks() == 0
+    running, free = [x.seq_id for x in s.running], kv.get_num_free_blocks()
+    assert running == ["a", "b"] and free == 0, (
+        f"running {running} with {free} free blocks; expected ['a', 'b'] and 0: decoding a and b took the last two "
+        "free blocks, so c cannot be admitted")
     plan = s.schedule()      # a and b need no new block (each has 3 free slots) ...
     run_step(plan)
     for _ in range(3):
         run_step(s.schedule())
     # ... until a needs a 4th block: b (newest) is preempted
-    assert s.num_preemptions >= 1 and b.num_computed_tokens == 0 and b.seq_id not in kv.seqs
+    assert s.num_preemptions >= 1 and b.num_computed_tokens == 0 and b.seq_id not in kv.seqs, (
+        f"num_preemptions {s.num_preemptions}, b.num_computed_tokens {b.num_computed_tokens}, b holds blocks: "
+        f"{b.seq_id in kv.seqs}; when a needs a block and none is free, the newest running request (b) is preempted "
+        "by recompute: its blocks freed and its computed tokens reset to 0")
     assert s.waiting[0] is b, "the preempted sequence goes to the FRONT of the waiting queue"
     assert b.output_token_ids, "a preempted sequence keeps the tokens it generated"

@@ -20,8 +20,14 @@ def test_kv_cache_bytes_real_models(kv):
     qwen = config_of(kv, 24, 2, 64, heads=14)
     assert kv.cache.kv_cache_bytes(qwen, 1, 1, torch.bfloat16) == 12 * 1024, "Qwen2.5-0.5B: 2 x 24 x 2 x 64 x 2 bytes"
     llama2 = config_of(kv, 32, 32, 128)
-    assert kv.cache.kv_cache_bytes(llama2, 3, 4096, torch.float16) == 3 * 4096 * 512 * 1024
-    assert kv.cache.kv_cache_bytes(qwen, 5, 1000, torch.float32) == 5 * 1000 * 24 * 1024
+    got = kv.cache.kv_cache_bytes(llama2, 3, 4096, torch.float16)
+    assert got == 3 * 4096 * 512 * 1024, \
+        f"Llama-2-7B, batch 3, 4096 tokens, fp16: {got} bytes; expected 2 x 32 x 3 x 4096 x 32 x 128 x 2 " \
+        "(512 KiB a token)"
+    got = kv.cache.kv_cache_bytes(qwen, 5, 1000, torch.float32)
+    assert got == 5 * 1000 * 24 * 1024, \
+        f"Qwen2.5-0.5B, batch 5, 1000 tokens, fp32: {got} bytes; expected 2 x 24 x 5 x 1000 x 2 x 64 x 4 " \
+        "(24 KiB a token)"
 
 
 @pytest.mark.points(1)
