@@ -136,7 +136,7 @@ class KVCacheManager:
         seq = self.seqs[seq_id]
         n_old = len(seq.token_ids)
         needed = self.blocks_needed(n_old + len(token_ids)) - len(seq.blocks)
-        cow = self._needs_cow(seq)
+        cow = self._needs_cow(seq) if token_ids else 0  # no token, nothing written: no copy
         if needed + cow > self.get_num_free_blocks():
             return None
         return self._append(seq, token_ids)
