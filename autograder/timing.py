@@ -205,6 +205,27 @@ def record(grade, cmp: Comparison, assignment: str, key: str) -> float:
 
 # ----------------------------------------------------------------------------- kernels in workers
 
+def worker_loop(fn, calls: list, what: str, graph: bool = False) -> tuple[Callable[[], Any], bool, str]:
+    """A loop made in fn's worker (its "bench" request): fn(*args, **kwargs) for each (args, kwargs)
+    of `calls`, back to back, in one CUDA graph where `graph` is set and the worker can make one.
+    Returns (run, whether it is a graph, why not): run() runs the loop once, in one request, and
+    returns when it has finished (on the GPU too). `fn` is a proxy of something in a worker."""
+    from .remote.client import Remote
+
+    if not isinstance(fn, Remote):
+        raise TypeError("a timed loop runs in a worker: fn must be a proxy (client.current(), trusted_worker())")
+    conn = object.__getattribute__(fn, "_r_conn")
+    reply = conn.request("bench", f"preparing {what}", handle_id=object.__getattribute__(fn, "_r_id"),
+                         calls=[(tuple(a), dict(k)) for a, k in calls], graph=graph)
+    if type(reply) is not dict or type(reply.get("id")) is not int:
+        raise AssertionError(f"the worker did not prepare {what}")
+    bench = reply["id"]
+
+    def run():
+        return conn.request("bench_run", what, bench=bench)
+    return run, bool(reply.get("graph")), str(reply.get("why", ""))[:300]
+
+
 @dataclass
 class Loop:
     """One contender of `compare_loops`: `fn` (a function or object in a worker, as a proxy) called
@@ -215,25 +236,12 @@ class Loop:
     calls: list
     write: Callable[[Any], None]
     outputs: list[torch.Tensor]
-    conn: Any = None
-    bench: int = 0
+    run_loop: Callable[[], Any] | None = None
     graph: bool = False
     why_no_graph: str = ""
 
     def prepare(self) -> None:
-        from .remote.client import Remote
-
-        if not isinstance(self.fn, Remote):
-            raise TypeError("compare_loops times code in a worker: "
-                            "fn must be a proxy (client.current(), trusted_worker())")
-        self.conn = object.__getattribute__(self.fn, "_r_conn")
-        reply = self.conn.request("bench", "preparing the timed loop",
-                                  handle_id=object.__getattribute__(self.fn, "_r_id"),
-                                  calls=[(tuple(a), dict(k)) for a, k in self.calls], graph=True)
-        if type(reply) is not dict or type(reply.get("id")) is not int:
-            raise AssertionError("the worker did not prepare the timed loop")
-        self.bench, self.graph = reply["id"], bool(reply.get("graph"))
-        self.why_no_graph = str(reply.get("why", ""))[:300]
+        self.run_loop, self.graph, self.why_no_graph = worker_loop(self.fn, self.calls, "the timed loop", graph=True)
 
     def run(self, fresh: Any) -> tuple[float, list[torch.Tensor]]:
         """One timed run: poison the outputs, then on this process's clock write the fresh inputs,
@@ -244,7 +252,7 @@ class Loop:
         t0 = time.perf_counter()
         self.write(fresh)
         torch.cuda.synchronize()  # the inputs are in place before the worker is asked
-        self.conn.request("bench_run", "the timed loop", bench=self.bench)
+        self.run_loop()
         copies = [o.clone() for o in self.outputs]
         torch.cuda.synchronize()
         return time.perf_counter() - t0, copies

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from autograder import REPO_ROOT
+from autograder import REPO_ROOT, timing
 from autograder.remote import client
 from autograder.remote.protocol import Codec, ProtocolError, SharedBuffer, recv_frame, send_frame, strided_view
 
@@ -179,3 +179,9 @@ def test_a_bench_loop_runs_its_calls_in_the_worker(worker):
     out.fill_(float("nan"))
     worker.request("bench_run", bench=reply["id"])
     assert torch.equal(out, x * 2)
+    # the same through timing.worker_loop, which the kernel speed tier (timing.Loop) and the free
+    # queue's O(1) test use
+    run, in_graph, _ = timing.worker_loop(fn, [((x[i],), {"out": out[i]}) for i in range(3)], "a loop")
+    out.fill_(float("nan"))
+    run()
+    assert in_graph is False and torch.equal(out, x * 2)

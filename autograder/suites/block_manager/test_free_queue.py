@@ -1,7 +1,7 @@
 """FreeKVCacheBlockQueue: order, O(1) removal from anywhere, links cleared."""
 import pytest
 
-from autograder import config
+from autograder import config, timing
 
 
 def ids(q):
@@ -65,13 +65,11 @@ def _popleft_loop(q, n: int):
             return time.perf_counter() - t
         return run
     fn = q._r("getattr", "FreeKVCacheBlockQueue.popleft", name="popleft")  # the bound method, as a handle
-    conn = object.__getattribute__(fn, "_r_conn")
-    bench = conn.request("bench", "preparing popleft() calls", handle_id=object.__getattribute__(fn, "_r_id"),
-                         calls=[((), {})] * n, graph=False)["id"]  # (two of them run now, untimed)
+    loop, _, _ = timing.worker_loop(fn, [((), {})] * n, f"{n} popleft() calls")  # (two run now, untimed)
 
     def run():
         t = time.perf_counter()
-        conn.request("bench_run", f"{n} popleft() calls", bench=bench)
+        loop()
         return time.perf_counter() - t
     return run
 
