@@ -150,14 +150,13 @@ class ZeroEngine:
         self.grad_shards = torch.zeros(total, dtype=cfg.dtype, device=dev) if self.stage >= 2 else None
         padded = [g.padded_numel for g in self.groups]
         self.full_grads = torch.zeros(sum(padded), dtype=cfg.dtype, device=dev) if self.stage <= 1 else None
-        full_offsets = [sum(padded[:i]) for i in range(len(padded))]
+        full_grads = self.full_grads.split(padded) if self.stage <= 1 else [None] * len(self.groups)  # views
         self.param_shards = torch.empty(total, dtype=cfg.dtype, device=dev) if self.stage == 3 else None
         offset = 0
-        for g, size, full_offset in zip(self.groups, sizes, full_offsets):
+        for g, size, full_grad in zip(self.groups, sizes, full_grads):
             sl = slice(offset, offset + size)
             offset += size
-            if self.stage <= 1:
-                g.full_grad = self.full_grads[full_offset:full_offset + g.padded_numel]
+            g.full_grad = full_grad
             full32 = g.flatten([p.detach() for p in g.params], dtype=torch.float32, device=dev)
             g.master, g.exp_avg, g.exp_avg_sq = self.master[sl], self.exp_avg[sl], self.exp_avg_sq[sl]
             g.master.copy_(full32 if self.stage == 0 else g.shard(full32))
