@@ -504,13 +504,8 @@ def _grade_jobs(todo: dict[str, Path], out: Path, ledger: Ledger, assignments: l
                          "At the process level submission code runs as this user and can reach the other jobs, "
                          "the submissions, DIR and grade-all itself (the records' hashes still catch a changed "
                          "grade.json): install bubblewrap."))
-            free: queue.Queue = queue.Queue()
-            for slot in zip(uids, gpus or [None] * jobs):
-                free.put(slot)
-
-            def job(item: tuple[str, Path]) -> tuple[str, str]:
+            def job(item: tuple[str, Path], uid: int, gpu: str | None) -> tuple[str, str]:
                 student, path = item
-                uid, gpu = free.get()
                 tmp = None
                 try:
                     ledger.forget(student)
@@ -530,16 +525,33 @@ def _grade_jobs(todo: dict[str, Path], out: Path, ledger: Ledger, assignments: l
                 finally:
                     if tmp is not None:
                         shutil.rmtree(tmp, ignore_errors=True)
-                    free.put((uid, gpu))
 
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                for student, status in pool.map(job, todo.items()):
-                    print(f"  {student}: {status}", flush=True)
+            for student, status in map_in_slots(job, todo.items(), uids, gpus):
+                print(f"  {student}: {status}", flush=True)
     finally:
         left = _kill_orphans(ours)
         if left:
             print(f"killed {left} process(es) the jobs left running")
         shutil.rmtree(job_root, ignore_errors=True)
+
+
+def map_in_slots(fn, items, uids: list[int], gpus: list[str]):
+    """fn(item, uid, gpu) for every item, len(uids) at a time, each call holding a slot of its own
+    while it runs: a sandbox uid and (on a GPU machine) a GPU set, so no two jobs share either.
+    Yields the results in the order of items, each as soon as it and those before it are done."""
+    free: queue.Queue = queue.Queue()
+    for slot in zip(uids, gpus or [None] * len(uids)):
+        free.put(slot)
+
+    def run(item):
+        uid, gpu = free.get()
+        try:
+            return fn(item, uid, gpu)
+        finally:
+            free.put((uid, gpu))
+
+    with ThreadPoolExecutor(max_workers=len(uids)) as pool:
+        yield from pool.map(run, items)
 
 
 def gpu_slots(gpus: list[str], per_job: int) -> list[str]:

@@ -25,7 +25,6 @@ import shutil
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,33 +170,21 @@ def main(assignments: list[str], runs: int, jobs: int, keyword: str | None, out:
           f"{out}/run-NN-seed-S/", flush=True)
     lock = threading.Lock()
 
+    def one(run: Run, uid: int, gpu: str | None) -> Run:
+        with lock:
+            print(f"run {run.index}/{runs}: seed {run.seed}", flush=True)
+        run.out.mkdir(parents=True)
+        t0 = time.time()
+        _, run.status = classroom.grade_one(run.out.name, impl, out, names, keyword, memory_gb, gpu,
+                                            env={classroom.UID_ENV: str(uid)}, seed=run.seed)
+        run.duration = round(time.time() - t0, 1)
+        examine(run)
+        with lock:
+            print(f"run {run.index}/{runs}: seed {run.seed}: {_one_line(run)} ({run.duration:.0f} s)", flush=True)
+        return run
+
     with classroom.sandbox_uids(jobs) as uids:
-        import queue
-
-        free: queue.Queue = queue.Queue()
-        for slot in zip(uids, gpus or [None] * jobs):
-            free.put(slot)
-
-        def one(run: Run) -> Run:
-            uid, gpu = free.get()
-            try:
-                with lock:
-                    print(f"run {run.index}/{runs}: seed {run.seed}", flush=True)
-                run.out.mkdir(parents=True)
-                t0 = time.time()
-                _, run.status = classroom.grade_one(run.out.name, impl, out, names, keyword, memory_gb, gpu,
-                                                    env={classroom.UID_ENV: str(uid)}, seed=run.seed)
-                run.duration = round(time.time() - t0, 1)
-                examine(run)
-                with lock:
-                    print(f"run {run.index}/{runs}: seed {run.seed}: {_one_line(run)} ({run.duration:.0f} s)",
-                          flush=True)
-            finally:
-                free.put((uid, gpu))
-            return run
-
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            done = list(pool.map(one, plan))
+        done = list(classroom.map_in_slots(one, plan, uids, gpus))
 
     tests = summarise(done)
     text = table(tests, done, impl)
