@@ -172,12 +172,13 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sm
 
     Without splitting there are num_seqs * num_kv_heads programs: with few long sequences that
     leaves most of the GPU's num_sms multiprocessors idle. Split each sequence so that there
-    are a few programs per multiprocessor, but keep every split at least a few hundred tokens
-    (each split costs a partial output and a share of the reduction). 1 means: do not split.
+    are a few programs per multiprocessor, but keep every split at least 128 tokens (two tiles:
+    each split costs a partial output and a share of the reduction). 1 means: do not split.
     """
     raise NotImplementedError(
         "paged_attention: choose_num_splits (paged_attention/kernels.py): with a program per SM, still cut long "
-        "sequences into ~1024-token splits (ragged batches balance); else aim for ~4 per SM, each split >= 256 tokens")
+        "sequences into <= 1024-token splits (ragged batches balance); else aim for ~4 per SM, each split >= 128 "
+        "tokens")
 
 
 def paged_attention_decode_split_k(query, key_cache, value_cache, block_tables, seq_lens, scale: float,

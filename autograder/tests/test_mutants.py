@@ -237,9 +237,9 @@ PA_MUTANTS = {
         {PA: [("        key.stride(0), key.stride(1), value.stride(0), value.stride(1),\n",
                "        H * D, D, H * D, D,\n")]},
         "strided", ["test_reshape_and_cache_strided_inputs"]),
-    "splits_shorter_than_a_few_hundred_tokens": (
-        {PA: [("return max(1, min(want, max_seq_len // 256))", "return max(1, want)")]},
-        "few_hundred", ["test_splits_keep_a_few_hundred_tokens"]),
+    "splits_shorter_than_128_tokens": (
+        {PA: [("return max(1, min(want, max_seq_len // 128))", "return max(1, want)")]},
+        "at_least_128", ["test_splits_keep_at_least_128_tokens"]),
     "decode_ignores_out": (
         {PA: [("    out = torch.empty_like(query) if out is None else out\n    "
                "# BEGIN SOLUTION hint: grid (num_seqs, num_kv_heads, 1)",

@@ -257,16 +257,16 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sm
 
     Without splitting there are num_seqs * num_kv_heads programs: with few long sequences that
     leaves most of the GPU's num_sms multiprocessors idle. Split each sequence so that there
-    are a few programs per multiprocessor, but keep every split at least a few hundred tokens
-    (each split costs a partial output and a share of the reduction). 1 means: do not split.
+    are a few programs per multiprocessor, but keep every split at least 128 tokens (two tiles:
+    each split costs a partial output and a share of the reduction). 1 means: do not split.
     """
-    # BEGIN SOLUTION hint: with a program per SM, still cut long sequences into ~1024-token splits
-    #   (ragged batches balance); else aim for ~4 per SM, each split >= 256 tokens
+    # BEGIN SOLUTION hint: with a program per SM, still cut long sequences into <= 1024-token splits
+    #   (ragged batches balance); else aim for ~4 per SM, each split >= 128 tokens
     programs = num_seqs * num_kv_heads
     if programs >= num_sms:  # the GPU is full: split only to even out long and short sequences
-        return max(1, min(8, max_seq_len // 1024))
-    want = -(-4 * num_sms // programs)
-    return max(1, min(want, max_seq_len // 256))
+        return max(1, min(8, triton.cdiv(max_seq_len, 1024)))
+    want = triton.cdiv(4 * num_sms, programs)
+    return max(1, min(want, max_seq_len // 128))
     # END SOLUTION
 
 

@@ -98,12 +98,12 @@ def test_dispatcher_and_split_choice(pa, rng, device):
 
 
 @pytest.mark.points(1)
-def test_splits_keep_a_few_hundred_tokens(pa):
-    """choose_num_splits keeps every split at least a few hundred tokens (each split costs a partial
+def test_splits_keep_at_least_128_tokens(pa):
+    """choose_num_splits keeps every split at least 128 tokens, two tiles (each split costs a partial
     output and a share of the reduction): short sequences are not split however idle the GPU is."""
     choose = pa.kernels.choose_num_splits
     for args in [(1, 1, 1, 132), (1, 8, 100, 132), (2, 8, 4096, 132), (1, 2, 2048, 4), (1, 1, 16384, 132)]:
         n = choose(*args)
         assert isinstance(n, int) and (n == 1 or n > 1 and args[2] / n >= 128), (
             f"kernels.py, choose_num_splits{args} = {n!r}: splits of {args[2] / max(n, 1):.0f} tokens; expected an "
-            f"int >= 1, and when > 1, splits of at least a few hundred tokens (>= 128 here) of the {args[2]}")
+            f"int >= 1, and when > 1, splits of at least 128 tokens of the {args[2]}")
