@@ -169,6 +169,23 @@ def forward_backward(engine, ids: torch.Tensor, targets: torch.Tensor, device: s
     return value
 
 
+class HeldForward:
+    """engine(ids, targets), with its autograd graph held until backward(): what a rank holds at
+    the end of a forward (what autograd saved for the backward, and whatever the engine keeps
+    gathered) can then be measured from outside the rank, between the two calls."""
+
+    def __init__(self, engine, ids: torch.Tensor, targets: torch.Tensor):
+        self.engine = engine
+        self.loss = engine(ids, targets)
+
+    def backward(self) -> float:
+        """engine.backward(loss); the loss as a float. The graph is let go of."""
+        self.engine.backward(self.loss)
+        value = float(self.loss.detach())
+        self.loss = None
+        return value
+
+
 def train_step(engine, ids: torch.Tensor, targets: torch.Tensor, device: str | None = None) -> float:
     """One whole step (forward, backward, optimizer step) on `device` (default: where ids are),
     finished on the GPU when it returns."""

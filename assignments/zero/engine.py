@@ -186,8 +186,23 @@ class ZeroEngine:
         if 0 <= i < len(self._order):
             nxt = self._order[i]
             if nxt.flat is None and nxt.pending is None:
-                flat = torch.empty(nxt.padded_numel, dtype=self.config.dtype, device=self.device)
+                flat = self._full_buffer(nxt)
                 nxt.pending = (self.comm.all_gather(flat, nxt.param_shard, async_op=True), flat)
+
+    def _full_buffer(self, g: FlatParamGroup) -> torch.Tensor:
+        """Stage 3: g's buffer for a gather [padded_numel], its memory allocated (again).
+
+        Always the same tensor, g.unsharded: what autograd saves in the forward for the backward
+        (a Linear saves its weight.t(), a view) shares its storage. Were every gather a new
+        tensor, those saved views would keep each unit's gathered parameters alive until the
+        backward: the whole model, gathered, at the end of every forward. _release frees the
+        storage instead (resize to 0 bytes), which frees what the saved views hold too; the
+        gather before the backward fills the same storage again, so they read the parameters."""
+        if g.unsharded is None:
+            g.unsharded = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)
+        else:
+            g.unsharded.untyped_storage().resize_(g.padded_numel * g.unsharded.element_size())
+        return g.unsharded
 
     def _on_grad(self, g: FlatParamGroup) -> None:
         """Called after each parameter's .grad is complete; reduce once the whole group is."""
@@ -222,8 +237,8 @@ class ZeroEngine:
     def _gather(self, g: FlatParamGroup) -> None:
         """Stage 3: make g's parameters whole. Nothing to do if g.flat is already set (gathered and
         not yet released). If a prefetch is in flight (g.pending = (work, flat)), wait for it
-        instead of gathering again. Otherwise all-gather every rank's g.param_shard into a new
-        flat [padded_numel] buffer (self.comm.all_gather). Then g.flat = that buffer and every
+        instead of gathering again. Otherwise all-gather every rank's g.param_shard into
+        self._full_buffer(g) (self.comm.all_gather). Then g.flat = that buffer and every
         parameter's .data = its view (g.views). Gather fresh every time: the shards change at
         every step."""
         raise NotImplementedError(
@@ -231,8 +246,13 @@ class ZeroEngine:
             "p.data = view")
 
     def _release(self, g: FlatParamGroup) -> None:
-        """Stage 3: free g's full parameters: every .data an empty tensor, g.flat = None."""
-        raise NotImplementedError("zero: ZeroEngine._release (zero/engine.py): see the docstring")
+        """Stage 3: free g's full parameters: the gathered buffer's storage resized to 0 bytes
+        (g.flat.untyped_storage().resize_(0): views autograd saved of it let go of the memory
+        too, see _full_buffer), every .data an empty tensor, g.flat = None. Nothing to do if g is
+        not gathered."""
+        raise NotImplementedError(
+            "zero: ZeroEngine._release (zero/engine.py): if g.flat is None: nothing; else resize its storage to 0, "
+            "then .data and g.flat")
 
     # ---- gradients (you write) ---------------------------------------------------------------
 
@@ -272,8 +292,11 @@ class ZeroEngine:
         self._recording = False
 
     def _drop_pending(self, g: FlatParamGroup) -> None:
+        """A prefetch that no forward or backward used: wait for it, then free its buffer."""
         if g.pending is not None:
-            g.pending[0].wait()
+            work, flat = g.pending
+            work.wait()
+            flat.untyped_storage().resize_(0)
             g.pending = None
 
     # ---- the step (you write) ------------------------------------------------------------------

@@ -306,17 +306,25 @@ ZERO_MUTANTS = {
         "shard_range or prefetch", ["test_padded_numel_and_shard_range", "test_stage3_prefetch"]),
     "stage3_reuses_a_stale_gather": (
         {ZE + "engine.py": [
-            ("            flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
+            ("            flat = self._full_buffer(g)\n"
              "            self.comm.all_gather(flat, g.param_shard)\n",
              "            flat = getattr(g, 'kept', None)\n            if flat is None:\n"
              "                flat = torch.empty(g.padded_numel, dtype=self.config.dtype, device=self.device)\n"
-             "                self.comm.all_gather(flat, g.param_shard)\n                g.kept = flat\n")]},
+             "                self.comm.all_gather(flat, g.param_shard)\n                g.kept = flat\n"),
+            ("        g.flat.untyped_storage().resize_(0)\n", "")]},
         "single_process_adamw", ["test_matches_single_process_adamw"]),
     "optimizer_state_for_the_full_model": (
         {ZE + "engine.py": [("self.exp_avg = torch.zeros(total, dtype=torch.float32, device=dev)",
                              "self.exp_avg = torch.zeros(sum(g.padded_numel for g in self.groups), "
                              "dtype=torch.float32, device=dev)")]},
         "memory_per_rank", ["test_memory_per_rank"]),
+    # a new buffer per gather, merely dropped on release: what autograd saved keeps every unit gathered
+    "stage3_release_keeps_the_gathered_storage": (
+        {ZE + "engine.py": [("        g.flat.untyped_storage().resize_(0)\n", ""),
+                            ("            flat = self._full_buffer(g)\n",
+                             "            flat = torch.empty(g.padded_numel, dtype=self.config.dtype, "
+                             "device=self.device)\n")]},
+        "frees_each_unit", ["test_stage3_frees_each_unit_after_its_forward"]),
     "reduce_keeps_autograds_gradients": (
         {ZE + "engine.py": [
             ("        for p in g.params:\n            p.grad = None\n        g.grads_ready = len(g.params)",

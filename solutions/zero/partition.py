@@ -64,6 +64,9 @@ class FlatParamGroup:
         self.master = self.exp_avg = self.exp_avg_sq = self.grad_shard = self.param_shard = None
         self.full_grad: torch.Tensor | None = None
         self.flat: torch.Tensor | None = None
+        # stage 3: the one tensor every gather of this group fills, whose storage is freed on
+        # release. Only ZeroEngine._full_buffer makes or grows it.
+        self.unsharded: torch.Tensor | None = None
         self.pending = None
         self.grads_ready = 0
 

@@ -78,6 +78,40 @@ def test_memory_per_rank(zero, stage):
             f"{measured / 1e6:.1f} MB")
 
 
+@pytest.mark.points(2)
+def test_stage3_frees_each_unit_after_its_forward(zero):
+    """Stage 3, at the end of a forward (its graph held for the backward): every rank holds its
+    shards and at most one unit gathered, not the whole model (measured from outside, as above).
+    Autograd saves what the backward needs, and a Linear's weight.t() is a view of the unit's
+    gathered buffer: releasing the parameters (.data = empty) without freeing that buffer's
+    storage keeps every unit gathered until the backward."""
+    run = _run(3)
+    psi = run["psi"]
+    want = paper_bytes(3, psi, WORLD)["total"]
+    unit = 2 * _largest_unit(MODEL)  # one unit gathered, in bf16
+    slack = MEMORY_TOLERANCE * want + MEMORY_SLACK
+    print(f"stage 3: ranks hold {[round(m / 1e6, 1) for m in run['forward_census']]} MB at the end of the forward; "
+          f"the formula {want / 1e6:.1f} MB, one unit gathered {unit / 1e6:.1f} MB (tolerance {slack / 1e6:.1f} MB)")
+    for rank, measured in enumerate(run["forward_census"]):
+        assert measured <= want + unit + slack, (
+            f"stage 3, rank {rank}: holds {measured / 1e6:.1f} MB at the end of the forward; its shards (the paper's "
+            f"{want / 1e6:.1f} MB) and one unit gathered ({unit / 1e6:.1f} MB) are {(want + unit) / 1e6:.1f} MB "
+            f"(tolerance {slack / 1e6:.1f} MB), the whole model gathered would add {2 * psi / 1e6:.1f} MB. "
+            "engine.py, _release: autograd keeps views of the gathered buffer for the backward (a Linear saves "
+            "weight.t()), so dropping the buffer does not free it; free its storage "
+            "(g.flat.untyped_storage().resize_(0)) and gather into the same buffer again (_full_buffer)")
+
+
+def _largest_unit(model: dict) -> int:
+    """Elements of the largest unit of GPT(model), padded for WORLD ranks: a block, or the rest."""
+    from llmsys.training import build_model
+
+    m = build_model(GPTConfig(**model), seed=0)
+    blocks = [sum(p.numel() for p in b.parameters()) for b in m.blocks]
+    rest = sum(p.numel() for p in m.parameters()) - sum(blocks)
+    return max(cdiv(n, WORLD) * WORLD for n in [rest, *blocks])
+
+
 @pytest.mark.points(1)
 @pytest.mark.parametrize("stage,prefetch", [(0, False), (1, False), (2, False), (3, False), (3, True)],
                          ids=["0", "1", "2", "3", "3-prefetch"])
