@@ -158,17 +158,6 @@ def init_process_group(backend: str, rank: int, world_size: int, port: int, time
                             timeout=timedelta(seconds=timeout_s))
 
 
-def forward_backward(engine, ids: torch.Tensor, targets: torch.Tensor, device: str | None = None) -> float:
-    """loss = engine(ids, targets); engine.backward(loss); the loss as a float."""
-    if device is not None:
-        ids, targets = ids.to(device), targets.to(device)
-    loss = engine(ids, targets)
-    engine.backward(loss)
-    value = float(loss.detach())
-    del loss
-    return value
-
-
 class HeldForward:
     """engine(ids, targets), with its autograd graph held until backward(): what a rank holds at
     the end of a forward (what autograd saved for the backward, and whatever the engine keeps
@@ -184,6 +173,13 @@ class HeldForward:
         value = float(self.loss.detach())
         self.loss = None
         return value
+
+
+def forward_backward(engine, ids: torch.Tensor, targets: torch.Tensor, device: str | None = None) -> float:
+    """loss = engine(ids, targets); engine.backward(loss); the loss as a float."""
+    if device is not None:
+        ids, targets = ids.to(device), targets.to(device)
+    return HeldForward(engine, ids, targets).backward()
 
 
 def train_step(engine, ids: torch.Tensor, targets: torch.Tensor, device: str | None = None) -> float:

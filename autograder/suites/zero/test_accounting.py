@@ -102,14 +102,19 @@ def test_stage3_frees_each_unit_after_its_forward(zero):
             "(g.flat.untyped_storage().resize_(0)) and gather into the same buffer again (_full_buffer)")
 
 
-def _largest_unit(model: dict) -> int:
-    """Elements of the largest unit of GPT(model), padded for WORLD ranks: a block, or the rest."""
+def _unit_numels(model: dict) -> list[int]:
+    """Elements of each unit of GPT(model) as the engine groups it: the rest of the model (embeddings,
+    final norm, head), then each block."""
     from llmsys.training import build_model
 
     m = build_model(GPTConfig(**model), seed=0)
     blocks = [sum(p.numel() for p in b.parameters()) for b in m.blocks]
-    rest = sum(p.numel() for p in m.parameters()) - sum(blocks)
-    return max(cdiv(n, WORLD) * WORLD for n in [rest, *blocks])
+    return [sum(p.numel() for p in m.parameters()) - sum(blocks), *blocks]
+
+
+def _largest_unit(model: dict) -> int:
+    """Elements of the largest unit of GPT(model), padded for WORLD ranks."""
+    return max(cdiv(n, WORLD) * WORLD for n in _unit_numels(model))
 
 
 @pytest.mark.points(1)
@@ -152,11 +157,7 @@ def test_memory_report_counts_padding(zero, seed):
     bytes of the working dtype (bf16) and fp32. Each group (a block, and the rest of the model) of
     numel elements holds padded_numel = ceil(numel / 3) * 3 of them whole, padded_numel / 3 as a
     shard."""
-    from llmsys.training import build_model
-
-    model = build_model(GPTConfig(), seed=0)
-    blocks = [sum(p.numel() for p in b.parameters()) for b in model.blocks]  # one group each, the rest one more
-    numels = [sum(p.numel() for p in model.parameters()) - sum(blocks), *blocks]
+    numels = _unit_numels({})  # the rest of the model one group, each block one
     padded = sum(cdiv(n, WORLD) * WORLD for n in numels if n)
     shard = padded // WORLD
     want = {0: dict(params=2 * padded, grads=2 * padded, optimizer_states=12 * padded),
