@@ -592,8 +592,18 @@ apt-get update -qq && apt-get install -y -qq python3-venv python3-pip >/dev/null
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null \\
   || echo "warning: could not install bubblewrap: submission code will run with weaker isolation"
 python3 -m pip install -q --upgrade pip
-python3 -c "import torch" 2>/dev/null || python3 -m pip install -q "${TORCH_SPEC:-torch}"
-python3 -m pip install -q -e .
+# The versions grading was checked with (requirements.lock, as `make setup` installs them): torch
+# at the lock's pin unless TORCH_SPEC says otherwise, everything else constrained by the lock.
+grep -Ev '^(torch|triton)==' requirements.lock > /tmp/llmsys-constraints.txt
+TORCH_PIN=$(grep -m1 '^torch==' requirements.lock || echo torch)
+TRITON_PIN=$(grep -m1 '^triton==' requirements.lock || echo triton)
+python3 -c "import torch" 2>/dev/null \\
+  || python3 -m pip install -q -c /tmp/llmsys-constraints.txt "${TORCH_SPEC:-$TORCH_PIN}"
+# Triton's interpreter runs the paged-attention kernels on the CPU: the lock's triton where torch
+# brought none (a CPU wheel); a CUDA torch's own triton is kept, as it matches that torch.
+python3 -c "import triton" 2>/dev/null || python3 -m pip install -q -c /tmp/llmsys-constraints.txt "$TRITON_PIN"
+# deepspeed: zero's comparison with real DeepSpeed (CPU, gloo) is graded, not skipped
+python3 -m pip install -q -c /tmp/llmsys-constraints.txt -e ".[deepspeed]"
 python3 -c "from autograder.remote.isolation import choose
 print('submission code will run in:', choose().describe())" || true
 """
@@ -614,7 +624,7 @@ def gradescope_zip(out: Path, assignments: list[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for item in ("autograder", "llmsys", "data", "pyproject.toml", "README.md"):
+        for item in ("autograder", "llmsys", "data", "pyproject.toml", "README.md", "requirements.lock"):
             src = REPO_ROOT / item
             if src.is_dir():
                 shutil.copytree(src, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))

@@ -419,6 +419,9 @@ def test_gradescope_zip_has_the_entry_points_and_no_solutions(tmp_path):
         "run_autograder must be executable"
     setup = zipfile.ZipFile(out).read("setup.sh").decode()
     assert "apt-get install -y -qq bubblewrap" in setup, "the sandbox must be installed on Gradescope"
+    assert "requirements.lock" in names and "-c /tmp/llmsys-constraints.txt" in setup, \
+        "Gradescope must install the versions grading was checked with (requirements.lock)"
+    assert '".[deepspeed]"' in setup, "zero's DeepSpeed comparison needs deepspeed on Gradescope"
     assert subprocess.run(["bash", "-n"], input=setup, text=True).returncode == 0
 
 
