@@ -768,6 +768,15 @@ def call_each(obj, name: str, argslist: list[tuple]) -> list:
     return out
 
 
+def method_handle(obj, name: str):
+    """`obj.name` as a value: the worker's bound method as a handle, which `timing.worker_loop` can
+    call in the worker (in-process mode: the plain bound method). Plain `obj.name` on a proxy gives
+    a deferred call instead, one request per `obj.name(...)`, and no handle."""
+    if not isinstance(obj, Remote):
+        return getattr(obj, name)
+    return obj._r("getattr", f"{obj._label()}.{name}", name=name)
+
+
 def gather(objs, name: str) -> list:
     """`[getattr(o, name) for o in objs]` for objects of the submission, in one round trip (a
     property test reads every block's ref_cnt after every step: one request, not one per block)."""

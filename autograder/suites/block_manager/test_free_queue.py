@@ -53,18 +53,16 @@ def _popleft_loop(q, n: int):
     and returns the seconds it took."""
     import time
 
-    from autograder.remote.client import Remote
+    from autograder.remote.client import Remote, method_handle
 
+    fn = method_handle(q, "popleft")  # the bound method itself, not a call per q.popleft()
     if not isinstance(q, Remote):  # in-process mode: a plain object
-        fn = q.popleft
-
         def run():
             t = time.perf_counter()
             for _ in range(n):
                 fn()
             return time.perf_counter() - t
         return run
-    fn = q._r("getattr", "FreeKVCacheBlockQueue.popleft", name="popleft")  # the bound method, as a handle
     loop, _, _ = timing.worker_loop(fn, [((), {})] * n, f"{n} popleft() calls")  # (two run now, untimed)
 
     def run():
