@@ -39,7 +39,9 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(LOCK),grep -Ev '^(torch|triton)==' $(LOCK) > $(VENV)/constraints.txt,: > $(VENV)/constraints.txt)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c $(VENV)/constraints.txt "$(TORCH_SPEC)" $(if $(TRITON_SPEC),"$(TRITON_SPEC)")
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c $(VENV)/constraints.txt "$(TORCH_SPEC)"
+# triton apart: a CUDA torch brings the triton it was built with (kept); the CPU wheel brings none.
+	$(BIN)/python -c "import triton" 2>/dev/null || $(if $(TRITON_SPEC),$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt "$(TRITON_SPEC)",true)
 	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
