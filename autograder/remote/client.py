@@ -8,10 +8,13 @@ and what comes back is plain data (exact built-in types, new `torch.Tensor`s) or
 * One sandbox per suite process: a zygote that imported torch once. Each test gets a fresh worker
   forked from it (`begin_test`), so no state leaks between tests; after the test everything the
   sandbox holds besides the zygote is killed (`end_test`).
-* Tensors a test passes are mirrored into shared memory: the worker's in-place writes show in the
-  test's tensor when the call returns, and a tensor the worker returns that views a mirror comes
-  back as a view of the test's own tensor (so `out=` and "returns views of the cache" can be
-  checked). Copies happen at call boundaries only: between calls nothing the worker does can
+* Tensors a test passes are mirrored into shared memory, and a tensor the worker returns that
+  views a mirror comes back as a view of the test's own tensor (so `out=` and "returns views of
+  the cache" can be checked). They are read-only to the submission unless the test declared them
+  `writable(...)` (an `out=`, a cache the call fills): the worker's writes show in a writable
+  tensor when the call returns; a write into any other fails the call (`InputModified`), and the
+  test's tensor keeps its value, so no reference is ever computed from inputs the submission
+  changed. Copies happen at call boundaries only: between calls nothing the worker does can
   change the test's memory.
 * GPU memory made by `device_tensor` is not mirrored but shared (protocol.DeviceShare): the worker
   maps the same memory. Only the speed harness uses it (timing.compare_loops), for inputs it
@@ -58,6 +61,36 @@ class WorkerError(Exception):
 class SubmissionError(Exception):
     """The submission raised something that is not an Exception (SystemExit, KeyboardInterrupt,
     pytest.skip / xfail / exit), or an exception that cannot be rebuilt here."""
+
+
+class InputModified(SubmissionError):
+    """The submission wrote into a tensor the test passed it as an input (not declared writable)."""
+
+
+# Storages the running test declared writable, by (device, data_ptr, nbytes), with the tensors that
+# declared them: held until the test ends (end_test), so that no storage is freed and its address
+# reused while it counts as writable, and so that a tensor handed over and dropped at once
+# (`obj.k = writable(t)`) stays writable.
+_WRITABLE: dict[tuple[str, int, int], list[torch.Tensor]] = {}
+
+
+def _storage_key(t: torch.Tensor) -> tuple[str, int, int]:
+    st = t.untyped_storage()
+    return (str(t.device), st.data_ptr(), st.nbytes())
+
+
+def writable(*tensors: torch.Tensor):
+    """Declare tensors the submission may write into: an `out=` it fills, a cache a call writes.
+    Every other tensor a test passes is read-only to the submission (see the module's docstring).
+    Lasts until the test ends. Returns its argument (one tensor) or arguments (several), so
+    `out = writable(torch.empty(...))`."""
+    for t in tensors:
+        _WRITABLE.setdefault(_storage_key(t), []).append(t)
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _declared_writable(key: tuple[str, int, int]) -> bool:
+    return key in _WRITABLE
 
 
 # ----------------------------------------------------------------------------- processes
@@ -189,13 +222,21 @@ def _recv_within(sock: socket.socket, seconds: float, what: str) -> dict:
 class _Mirror:
     """A tensor storage of the test's, shared with the worker through a memfd."""
 
-    __slots__ = ("id", "buf", "u8", "new", "dev")
+    __slots__ = ("id", "buf", "u8", "new", "dev", "key", "desc")
 
-    def __init__(self, mid: int, storage, device: torch.device):
-        self.id, self.dev = mid, str(device)
+    def __init__(self, mid: int, storage, device: torch.device, key: tuple, desc: str):
+        self.id, self.dev, self.key, self.desc = mid, str(device), key, desc
         self.u8 = torch.empty(0, dtype=torch.uint8, device=device).set_(storage)
         self.buf = SharedBuffer(self.u8.numel())
         self.new = True
+
+    def take_writes(self) -> bool:
+        """After a request: copy what the worker wrote back into the test's tensor if it is
+        writable; False if the worker changed a read-only one (which then keeps its value)."""
+        if _declared_writable(self.key):
+            self.u8.copy_(self.buf.bytes)
+            return True
+        return torch.equal(self.u8, self.buf.bytes.to(self.u8.device))
 
 
 class Connection:
@@ -291,7 +332,7 @@ class Connection:
         key = (str(t.device), st.data_ptr(), st.nbytes())
         m = self.mirrors.get(key)
         if m is None:
-            m = _Mirror(next(self.mirror_ids), st, t.device)
+            m = _Mirror(next(self.mirror_ids), st, t.device, key, f"{list(t.shape)} {str(t.dtype)[6:]}")
             self.mirrors[key], self.by_id[m.id] = m, m
         return {"m": m.id, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape),
                 "st": list(t.stride())}
@@ -335,9 +376,14 @@ class Connection:
                     m.new = False
                 self.shares_sent.update(_SHARE_IDS[d.ptr] for d in shares)
                 reply, blob = self._receive(what or op)
-            finally:
-                for m in self.mirrors.values():  # what the worker wrote into them, once, now
-                    m.u8.copy_(m.buf.bytes)
+            finally:  # what the worker wrote into writable tensors, once, now; read-only ones are checked
+                changed = [m for m in self.mirrors.values() if not m.take_writes()]
+            if changed:
+                raise InputModified(
+                    f"{what or op} wrote into a tensor it was given as an input ({changed[0].desc}"
+                    + (f", and {len(changed) - 1} more" if len(changed) > 1 else "") + "): submission code must "
+                    "not modify its inputs, only the outputs it is given to fill (an `out=` tensor, the KV cache "
+                    "a write goes to); work on a copy (`x = x.clone()`) or out of place (`x = x * s`, not `x *= s`)")
             if "err" in reply:
                 raise self._exception(reply["err"])
             if "ok" not in reply:
@@ -720,6 +766,7 @@ def end_test() -> str | None:
         why = _current.dead if _current.dead not in (None, "closed") else None
         _current.close()
         _current = None
+    _WRITABLE.clear()
     free_device_tensors()
     if _sandbox is not None:
         if why:

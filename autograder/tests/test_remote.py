@@ -84,13 +84,25 @@ def test_mirrors_show_the_workers_writes_only_at_call_boundaries(worker):
                 "def fill(t):\n    t.fill_(7)\n    builtins.kept = t\n"
                 "def later():\n    time.sleep(0.3)\n    builtins.kept.fill_(9)\n"
                 "builtins.fill, builtins.later = fill, later")
-    t = torch.zeros(4)
+    t = client.writable(torch.zeros(4))
     evaluate(worker, "fill")(t)
     assert torch.equal(t, torch.full((4,), 7.0)), "an in-place write of the call shows when it returns"
     run(worker, "import threading; threading.Thread(target=later).start()")
 
     time.sleep(0.6)
     assert torch.equal(t, torch.full((4,), 7.0)), "between calls the worker cannot change the test's memory"
+
+
+def test_inputs_are_read_only_unless_declared_writable(worker):
+    """A write into a tensor the test did not declare writable fails the call, and the test's
+    tensor keeps its value: no reference is computed from inputs the submission changed."""
+    t, out = torch.arange(4.0), client.writable(torch.zeros(4))
+    fill = evaluate(worker, "lambda src, dst: (dst.copy_(src * 2), src.zero_())")
+    with pytest.raises(client.InputModified, match=r"wrote into a tensor it was given as an input \(\[4\] float32"):
+        fill(t, out)
+    assert torch.equal(t, torch.arange(4.0)), "the read-only input keeps its value"
+    assert torch.equal(out, torch.arange(4.0) * 2), "the writable output takes the call's writes"
+    evaluate(worker, "lambda src: src.sum()")(t)  # a read alone is fine, and the mirror holds t again
 
 
 def test_views_of_a_mirror_come_back_as_views(worker):
@@ -172,7 +184,7 @@ def test_a_bench_loop_runs_its_calls_in_the_worker(worker):
     """The kernel speed harness's path without a GPU: `bench` prepares a loop over mirrored
     tensors (a Python loop here: no CUDA graph on CPU), `bench_run` runs it."""
     fn = evaluate(worker, "lambda x, out: out.copy_(x * 2)")
-    x, out = torch.arange(6.0).view(3, 2), torch.full((3, 2), float("nan"))
+    x, out = torch.arange(6.0).view(3, 2), client.writable(torch.full((3, 2), float("nan")))
     reply = worker.request("bench", handle_id=object.__getattribute__(fn, "_r_id"),
                            calls=[((x[i],), {"out": out[i]}) for i in range(3)], graph=True)
     assert reply["graph"] is False and type(reply["id"]) is int

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from autograder.checks import poison_
+from autograder.remote.client import writable
 
 
 def rand(rng, *shape):
@@ -15,7 +16,8 @@ def test_append_prefill_then_decode(kv, rng):
     b, h, d, n0 = 2, 3, 8, int(torch.randint(2, 12, (1,), generator=rng))
     cache = kv.cache.KVCache(b, h, 32, d, torch.float32, "cpu")
     assert cache.length == 0, "a new cache must have length 0"
-    cache.k, cache.v = poison_(cache.k), poison_(cache.v)  # unwritten slots are NaN: reading them shows up
+    # unwritten slots are NaN (reading them shows up); the cache's buffers: the submission writes them
+    cache.k, cache.v = writable(poison_(cache.k), poison_(cache.v))
     ks, vs = [rand(rng, b, h, n0, d)], [rand(rng, b, h, n0, d)]
     keys, values = cache.append(ks[0], vs[0])
     for step in range(6):
@@ -42,7 +44,7 @@ def test_reset_forgets_everything(kv, rng):
     """After reset() the next append starts at slot 0 and the views hold only the new tokens."""
     cache = kv.cache.KVCache(1, 2, 16, 4)
     # the test's own buffers (what the worker returns that views them comes back as a view of them)
-    cache.k, cache.v = poison_(cache.k), poison_(cache.v)
+    cache.k, cache.v = writable(poison_(cache.k), poison_(cache.v))
     old_k, old_v = cache.k, cache.v
     cache.append(rand(rng, 1, 2, 10, 4), rand(rng, 1, 2, 10, 4))
     cache.reset()

@@ -11,6 +11,7 @@ import torch
 from autograder.checks import Unchanged, assert_close, poison_
 
 from autograder.fixtures.paged_attention import make_case, reference
+from autograder.remote.client import writable
 
 CONFIGS = [(torch.float32, 64, 8), (torch.float16, 128, 16), (torch.float32, 128, 32), (torch.float16, 64, 32),
            (torch.float16, 64, 8)]
@@ -29,7 +30,7 @@ def lengths(block_size, gen):
 def test_decode_matches_reference(pa, rng, device, dtype, head_size, block_size):
     """paged_attention_decode on ragged lengths, scattered blocks, GQA 4:1, into a NaN-poisoned out."""
     case = make_case(lengths(block_size, rng), 8, 2, head_size, block_size, dtype, device, gen=rng)
-    out = poison_(torch.empty_like(case.query))
+    out = writable(poison_(torch.empty_like(case.query)))  # the one tensor the call may write
     inputs = Unchanged(query=case.query, key_cache=case.key_cache, value_cache=case.value_cache,
                        block_tables=case.block_tables, seq_lens=case.seq_lens)
     got = pa.kernels.paged_attention_decode(case.query, case.key_cache, case.value_cache, case.block_tables,
@@ -65,7 +66,7 @@ def test_large_logits_need_the_max_subtracted(pa, rng, device):
 def test_split_k_matches_reference(pa, rng, device, num_splits):
     """Split-K with 1-7 splits, sequences shorter than a split included (their extra splits hold no token)."""
     case = make_case([1, 50, 130, 97], 8, 2, 64, 16, torch.float32, device, gen=rng, q_scale=3.0)
-    out = poison_(torch.empty_like(case.query))
+    out = writable(poison_(torch.empty_like(case.query)))  # the one tensor the call may write
     inputs = Unchanged(query=case.query, key_cache=case.key_cache, value_cache=case.value_cache)
     got = pa.kernels.paged_attention_decode_split_k(case.query, case.key_cache, case.value_cache, case.block_tables,
                                                     case.seq_lens, case.scale, num_splits, case.max_seq_len, out=out)

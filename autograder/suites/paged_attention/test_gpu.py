@@ -39,10 +39,10 @@ def test_gpu_correctness_grid(pa, rng, dtype):
             want = reference(case, torch.float32)
             what = f"{str(dtype).split('.')[-1]} head {head_size} block {block_size}"
             args = (case.query, case.key_cache, case.value_cache, case.block_tables, case.seq_lens, case.scale)
-            out = poison_(torch.empty_like(case.query))
+            out = client.writable(poison_(torch.empty_like(case.query)))
             assert_close(k.paged_attention_decode(*args, out=out), want, what=f"decode {what}", dtype=dtype)
             for splits in (2, 5):
-                out = poison_(torch.empty_like(case.query))
+                out = client.writable(poison_(torch.empty_like(case.query)))
                 got = k.paged_attention_decode_split_k(*args, splits, case.max_seq_len, out=out)
                 assert_close(got, want, what=f"split-K x{splits} {what}", dtype=dtype)
             assert_close(k.paged_attention(*args, case.max_seq_len), want, what=f"paged_attention {what}", dtype=dtype)
@@ -61,7 +61,7 @@ def test_gpu_reshape_and_cache(pa, rng, dtype):
     slots[::7] = -1
     key = torch.randn(T, 8, 128, generator=rng).to(dtype).cuda()
     value = torch.randn(T, 8, 128, generator=rng).to(dtype).cuda()
-    pa.kernels.reshape_and_cache(key, value, kc, vc, slots)
+    pa.kernels.reshape_and_cache(key, value, *client.writable(kc, vc), slots)
     live = slots >= 0
     for name, cache, given in (("key_cache", kc, key), ("value_cache", vc, value)):
         wrong = int((cache.view(-1, 8, 128)[slots[live]] != given[live]).any(-1).any(-1).sum())

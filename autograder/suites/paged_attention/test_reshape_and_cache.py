@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from autograder.remote.client import writable
+
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("dtype,block_size,head_size", [(torch.float32, 8, 64), (torch.float16, 16, 128),
@@ -21,7 +23,7 @@ def test_writes_exactly_the_given_slots(pa, rng, device, dtype, block_size, head
     key = torch.randn(T, Hkv, head_size, generator=rng).to(dtype)
     value = torch.randn(T, Hkv, head_size, generator=rng).to(dtype)
     kc, vc, key, value, slots = (t.to(device) for t in (kc, vc, key, value, slots))
-    pa.kernels.reshape_and_cache(key, value, kc, vc, slots)
+    pa.kernels.reshape_and_cache(key, value, *writable(kc, vc), slots)  # the caches: the call's output
     flat_k, flat_v = kc.view(-1, Hkv, head_size), vc.view(-1, Hkv, head_size)
     live = slots >= 0
     assert torch.equal(flat_k[slots[live]], key[live]), (
@@ -46,7 +48,7 @@ def test_reshape_and_cache_strided_inputs(pa, rng, device):
     vc = kc.clone()
     kv, kc, vc, slots = (t.to(device) for t in (kv, kc, vc, slots))
     key, value = kv[:, 0, 1:], kv[:, 1, :Hkv]  # strides (2 * 3 * D, D, 1): not contiguous per token
-    pa.kernels.reshape_and_cache(key, value, kc, vc, slots)
+    pa.kernels.reshape_and_cache(key, value, *writable(kc, vc), slots)  # the caches: the call's output
     flat_k, flat_v = kc.view(-1, Hkv, D), vc.view(-1, Hkv, D)
     assert torch.equal(flat_k[slots], key) and torch.equal(flat_v[slots], value), (
         f"kernels.py, reshape_and_cache: key and value are views with strides {key.stride()} (not contiguous "

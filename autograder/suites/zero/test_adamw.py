@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from autograder.checks import assert_close
+from autograder.remote.client import writable
 
 
 @pytest.mark.points(2)
@@ -18,7 +19,7 @@ def test_adamw_matches_torch(zero, rng):
     p0 = torch.randn(n, generator=rng)
     ref = torch.nn.Parameter(p0.clone())
     opt = torch.optim.AdamW([ref], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, foreach=False)
-    param, m, v = p0.clone(), torch.zeros(n), torch.zeros(n)
+    param, m, v = writable(p0.clone(), torch.zeros(n), torch.zeros(n))  # updated in place; the gradient is not
     for step in range(1, 6):
         grad = torch.randn(n, generator=rng) * 10 ** float(torch.empty(1).uniform_(-4, 0, generator=rng))
         grad[:7] = 0  # parameters without gradient still decay

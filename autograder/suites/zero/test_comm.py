@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from autograder.checks import assert_close
+from autograder.remote.client import writable
 
 from autograder.fixtures.ranks import SandboxRanks
 
@@ -28,8 +29,9 @@ def test_mean_reductions(zero, rng, world_size):
     n = 5
     per_rank = torch.randn(world_size, n * world_size, generator=rng, dtype=torch.float64).float()
     want = per_rank.double().mean(0).float()
-    shards = [torch.full((n,), float("nan")) for _ in range(world_size)]
-    fulls = [per_rank[r].clone() for r in range(world_size)]
+    # the outputs: each rank's shard, and the tensor all_reduce_mean_ averages in place
+    shards = [writable(torch.full((n,), float("nan"))) for _ in range(world_size)]
+    fulls = [writable(per_rank[r].clone()) for r in range(world_size)]
     with SandboxRanks(world_size) as ranks:
         comm = ranks.imports("zero.comm")
         comms = ranks.map(lambda r: comm[r].Comm(), "Comm()")
