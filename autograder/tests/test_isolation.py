@@ -323,8 +323,9 @@ def wrong_outputs(tmp_path_factory):
     ("test_attend_matches_reference[fp32-decode]", "NaN/inf"),
     ("test_attend_matches_reference[bf16-decode]", "NaN/inf"),
     ("test_attend_matches_reference[fp32-chunk]", "the second call returned the same memory as the first"),
-    ("test_attend_matches_reference[bf16-chunk]", "modified its input `q`"),
-    ("test_attend_matches_reference[fp32-prefill]", "its input `q`"),
+    # a write into q is stopped at the boundary (client.InputModified), before the checks after the call
+    ("test_attend_matches_reference[bf16-chunk]", "wrote into a tensor it was given as an input"),
+    ("test_attend_matches_reference[fp32-prefill]", "wrote into a tensor it was given as an input"),
     ("test_attend_matches_reference[bf16-prefill]", "host out of memory (MemoryError"),
     ("test_kv_cache_bytes_real_models", "128 KiB per token"),
 ], ids=["nan", "inf", "cached_output", "mutates_input", "aliases_input", "memory_error", "nan_number"])
@@ -493,3 +494,56 @@ def test_launching_the_baseline_kernel_gains_nothing(tmp_path):
     for t in result.tests:
         assert t.status == "failed" and t.score == 0, _speed_points(result)
         assert "attack report: no vLLM op library visible" in t.reason, t.reason
+
+# ============================================================================ answers that bend the check
+# Found by a red-team pass (2026-11-27): tests that computed their reference after the call from
+# tensors the submission could write, and a property test a manager could pass by doing nothing.
+
+@pytest.mark.parametrize("assignment,module,attack,keyword", [
+    ("paged_attention", "paged_attention/kernels.py", "mutate_inputs_paged_attention",
+     "query_head or split_k_matches or dispatcher or writes_exactly"),
+    ("kv_cache", ATTN, "mutate_inputs_attend", "attend_bf16"),
+], ids=["paged_attention", "kv_cache"])
+def test_inputs_changed_in_place_gain_nothing(tmp_path, assignment, module, attack, keyword):
+    """Zeroing seq_lens (or v) and answering zeros, or turning every slot into padding: the test's
+    tensors are read-only to the submission unless declared writable (client.writable), so each
+    such call fails with InputModified and keeps the test's inputs as they were."""
+    sub = build(tmp_path / "sub", "assignments", {module: [attack]})
+    result = run_assignment(assignment, sub, keyword=keyword)
+    assert result.tests, "the selection graded nothing"
+    assert_stub_score(result)
+    assert all("InputModified" in t.reason or "wrote into a tensor" in t.reason for t in result.tests), \
+        [(t.nodeid, t.reason[:200]) for t in result.tests]
+
+
+def test_a_manager_that_admits_nothing_gains_nothing(tmp_path):
+    """allocate() always None with 'every block free': the property test now checks each refusal
+    against the blocks the tables leave free, and that the pool holds its blocks."""
+    sub = build(tmp_path / "sub", "assignments", {"block_manager/kv_cache_manager.py": ["refuse_every_admission"]})
+    result = run_assignment("block_manager", sub, keyword="random_operation_sequences")
+    assert len(result.tests) == 1
+    assert_stub_score(result)
+
+
+def test_resident_bytes_sees_a_memfd_reopened_read_only():
+    """(ZeRO) State parked in a memfd, reopened read-only through /proc and unmapped, is out of the
+    process's resident memory but still held: the census counts it (once, however many fds)."""
+    import mmap
+    import os
+
+    from autograder.fixtures.ranks import resident_bytes
+
+    pid, n = os.getpid(), 64 << 20
+    before = resident_bytes(pid)
+    fd = os.memfd_create("parked")
+    os.ftruncate(fd, n)
+    with mmap.mmap(fd, n) as m:
+        m[:] = b"\x01" * n
+    ro = [os.open(f"/proc/self/fd/{fd}", os.O_RDONLY) for _ in range(2)]
+    os.close(fd)
+    try:
+        held = resident_bytes(pid) - before
+        assert n <= held < 2 * n, f"{held / 2**20:.1f} MiB counted for a 64 MiB memfd held read-only twice"
+    finally:
+        for f in ro:
+            os.close(f)

@@ -33,6 +33,9 @@ class ManagerMachine(RuleBasedStateMachine):
         # the pool's blocks are made once, with their ids: read them once (each read is a round trip)
         self.blocks = self.m.pool.blocks
         self.block_ids = gather(self.blocks, "block_id")
+        assert sorted(self.block_ids) == list(range(NUM_BLOCKS)), (
+            f"KVCacheManager({NUM_BLOCKS}, ...).pool.blocks has block ids {sorted(self.block_ids)}: expected the "
+            f"pool's {NUM_BLOCKS} blocks, ids 0..{NUM_BLOCKS - 1}")
         self.memory: dict[int, int] = {}     # slot -> token written there
         self.tokens: dict[str, list[int]] = {}
         self.next_id = 0
@@ -61,6 +64,11 @@ class ManagerMachine(RuleBasedStateMachine):
         alloc = self.m.allocate(seq, toks)
         if alloc is None:
             del self.tokens[seq]
+            # blocks free by the tables (checked against the memory model), not by the manager's word
+            free = NUM_BLOCKS - len({b for table in self._tables().values() for b in table})
+            assert cdiv(length, BS) > free, (
+                f"allocate refused a prompt of {length} tokens ({cdiv(length, BS)} blocks at most, prefix hits "
+                f"or not) although {free} of the {NUM_BLOCKS} blocks are free (no watermark here)")
             return
         assert alloc.num_computed_tokens % BS == 0 and alloc.num_computed_tokens < length, (
             f"a prompt of {length} tokens was admitted with num_computed_tokens={alloc.num_computed_tokens}: "
