@@ -32,10 +32,12 @@ def _reference_pool():
 def run(out: Path) -> int:
     from autograder.fixtures.churn import make_ops, run_ops
 
-    sim, mgr, naive, pool = (load("block_manager", m) for m in ("simulate", "kv_cache_manager", "naive", "block_pool"))
+    from llmsys import simulate as sim
+
+    mgr, pool = (load("block_manager", m) for m in ("kv_cache_manager", "block_pool"))
     trace = json.loads((DATA_DIR / "workloads" / "sharegpt_like.json").read_text())
     paged = sim.replay_paged(mgr.KVCacheManager, trace, SLOTS, BLOCK, limit=LIMIT)
-    nv = sim.replay_naive(naive.NaiveAllocator, trace, SLOTS, limit=LIMIT)
+    nv = sim.replay_naive(sim.NaiveAllocator, trace, SLOTS, limit=LIMIT)
     print(f"memory efficiency (live / reserved KV slots), {LIMIT} requests, {SLOTS} slots, block {BLOCK}:")
     print(f"  paged {paged.efficiency:6.1%}  max running {max(paged.running):4d}  preemptions {paged.preemptions}  "
           f"steps {len(paged.running)}")

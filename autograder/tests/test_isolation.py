@@ -547,3 +547,15 @@ def test_resident_bytes_sees_a_memfd_reopened_read_only():
     finally:
         for f in ro:
             os.close(f)
+
+
+def test_a_wasteful_manager_with_a_faked_replay_gains_nothing(tmp_path):
+    """A manager that reserves 512 slots ahead of every prompt, and a simulate.py that reports 99%:
+    the replay that is graded is the grader's own, so the submission's copy is never called, and
+    the manager's tables contradict the tokens the grader counted."""
+    sub = build(tmp_path / "sub", "solutions",
+                {"block_manager/kv_cache_manager.py": ["reserve_ahead_and_fake_the_replay"],
+                 "block_manager/simulate.py": ["fake_replay"]})
+    result = run_assignment("block_manager", sub, keyword="paged_memory_efficiency")
+    assert len(result.tests) == 1 and result.tests[0].score == 0, [(t.nodeid, t.reason) for t in result.tests]
+    assert "its block table has" in result.tests[0].reason, result.tests[0].reason
