@@ -209,6 +209,43 @@ def baseline_dirs() -> list[str]:
     return sorted(set(out))
 
 
+@functools.lru_cache(maxsize=1)
+def _empty_file() -> Path:
+    """An empty, world-readable file to mount over what the worker must not read (a device node
+    such as /dev/null cannot be opened on the sandbox's nodev mounts)."""
+    import atexit
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="autograder-empty-"))
+    atexit.register(shutil.rmtree, d, True)
+    os.chmod(d, 0o755)
+    f = d / "empty"
+    f.write_bytes(b"")
+    os.chmod(f, 0o444)
+    return f
+
+
+@functools.lru_cache(maxsize=1)
+def baseline_files() -> tuple[str, ...]:
+    """transformers' model implementations (`models/*/modeling_*.py`, `modular_*.py` and their
+    cached bytecode): what the kv_cache and engine tests compare against. The worker's import
+    finder refuses them, but the finder lives in the submission's process, which can remove it;
+    under bubblewrap each of these files reads as empty instead. The rest of transformers (configs,
+    tokenizers) stays: a submission may tokenize."""
+    import glob
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("transformers")
+    except (ImportError, ValueError):
+        return ()
+    out: list[str] = []
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for pattern in ("modeling_*.py", "modular_*.py", "__pycache__/modeling_*.pyc", "__pycache__/modular_*.pyc"):
+            out += glob.glob(os.path.join(root, "models", "*", pattern))
+    return tuple(sorted(os.path.realpath(f) for f in out))
+
+
 def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) -> tuple[list[str], Isolation]:
     """The command line that starts protocol.py (`zygote` or `serve`) on socket `fd` for a submission."""
     iso = choose()
@@ -223,6 +260,8 @@ def command(mode: str, submission: Path, fd: int, *, extra_ro: list[Path] = ()) 
                 "--ro-bind", str(REPO_ROOT / "llmsys"), f"{GRADER_MOUNT}/lib/llmsys"]
         for d in baseline_dirs():
             cmd += ["--tmpfs", d]
+        for f in baseline_files():
+            cmd += ["--ro-bind", str(_empty_file()), f]
         cmd += ["--chdir", "/tmp"]
         return cmd + ["--", *limit, *inside, *py, f"{GRADER_MOUNT}/protocol.py", mode, str(fd), SUBMISSION_MOUNT,
                       f"{GRADER_MOUNT}/lib"], iso

@@ -559,3 +559,17 @@ def test_a_wasteful_manager_with_a_faked_replay_gains_nothing(tmp_path):
     result = run_assignment("block_manager", sub, keyword="paged_memory_efficiency")
     assert len(result.tests) == 1 and result.tests[0].score == 0, [(t.nodeid, t.reason) for t in result.tests]
     assert "its block table has" in result.tests[0].reason, result.tests[0].reason
+
+
+def test_an_engine_that_runs_transformers_gains_nothing(tmp_path):
+    """No engine: the finder removed, transformers' model run for every request, the counters made
+    up (scored 15/19 before). Under bubblewrap the model files are empty in the sandbox."""
+    from autograder.remote.isolation import choose
+
+    if choose().level != "bubblewrap":
+        pytest.skip(f"isolation {choose().level}: only bubblewrap hides transformers' model files")
+    sub = build(tmp_path / "sub", "assignments", {"engine/llm.py": ["engine_via_transformers"]})
+    result = run_assignment("engine", sub, keyword="batch_of_ragged or eos_streaming")
+    assert len(result.tests) == 2
+    assert_stub_score(result)
+    assert all("AutoModelForCausalLM" in t.reason for t in result.tests), [t.reason[:300] for t in result.tests]

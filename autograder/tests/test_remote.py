@@ -197,3 +197,24 @@ def test_a_bench_loop_runs_its_calls_in_the_worker(worker):
     out.fill_(float("nan"))
     run()
     assert in_graph is False and torch.equal(out, x * 2)
+
+
+def test_transformers_models_stay_out_of_reach_without_the_finder(worker):
+    """The worker's import finder refuses transformers' model files, but it lives in the
+    submission's process, which can remove it. Under bubblewrap those files read as empty: with
+    the finder gone, importing one still gives no model (and its cached bytecode is empty too)."""
+    from autograder.remote.isolation import baseline_files, choose
+
+    if choose().level != "bubblewrap":
+        pytest.skip(f"isolation {choose().level}: only bubblewrap hides single files")
+    if not baseline_files():
+        pytest.skip("transformers is not installed")
+    run(worker, "import builtins, sys, importlib, importlib.util\n"
+                "def probe():\n"
+                "    sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != '_BlockBaselines']\n"
+                "    spec = importlib.util.find_spec('transformers.models.llama.modeling_llama')\n"
+                "    size = len(open(spec.origin, 'rb').read())\n"
+                "    m = importlib.import_module('transformers.models.llama.modeling_llama')\n"
+                "    return [size, hasattr(m, 'LlamaForCausalLM')]\n"
+                "builtins.probe = probe")
+    assert evaluate(worker, "probe")() == [0, False]
