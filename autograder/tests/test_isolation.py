@@ -573,3 +573,14 @@ def test_an_engine_that_runs_transformers_gains_nothing(tmp_path):
     assert len(result.tests) == 2
     assert_stub_score(result)
     assert all("AutoModelForCausalLM" in t.reason for t in result.tests), [t.reason[:300] for t in result.tests]
+
+
+def test_counters_made_up_over_one_request_at_a_time_gain_nothing(tmp_path):
+    """The right tokens, one request at a time, with num_preemptions and the step stats made up
+    (the tests read those before): the schedule checked on the grader's side shows no step with
+    two sequences and no preemption."""
+    sub = build(tmp_path / "sub", "solutions", {"engine/llm.py": ["one_request_at_a_time"]})
+    result = run_assignment("engine", sub, keyword="batch_of_ragged or preemption_by_recompute")
+    assert len(result.tests) == 2
+    assert all(t.status == "failed" and t.score == 0 for t in result.tests), [(t.nodeid, t.reason[:200])
+                                                                             for t in result.tests]

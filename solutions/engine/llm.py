@@ -85,6 +85,11 @@ class LLMEngine:
     runner: ModelRunner
     tokenizer: object = None
     stats: list[StepStats] = field(default_factory=list)
+    # Every step's plan as plain data, what the grader checks the schedule with (on its side of
+    # the sandbox, against the requests it knows): ([(seq_id, num_computed_tokens before the step,
+    # num_tokens, slot_mapping), ...], [seq_ids preempted by this step's schedule()]). None: not
+    # recorded (the speed runs).
+    schedule_log: list[tuple[list[tuple[str, int, int, list[int]]], list[str]]] | None = field(default_factory=list)
     _ids: itertools.count = field(default_factory=itertools.count)
     seqs: dict[str, Sequence] = field(default_factory=dict)
 
@@ -106,7 +111,13 @@ class LLMEngine:
 
     def step(self) -> list[tuple[Sequence, int]]:
         """One iteration: schedule, run, sample. Returns the (sequence, new token) pairs."""
+        log = self.schedule_log
+        running = [s.seq_id for s in self.scheduler.running] if log is not None else []
         plan = self.scheduler.schedule()
+        if log is not None:
+            still = {s.seq_id for s in self.scheduler.running}
+            log.append(([(p.seq.seq_id, p.seq.num_computed_tokens, p.num_tokens, list(p.slot_mapping)) for p in plan],
+                        [r for r in running if r not in still]))
         if not plan:
             if self.scheduler.has_unfinished():
                 kv, waiting = self.scheduler.kv, list(self.scheduler.waiting)

@@ -3,9 +3,29 @@ batching, chunked prefill, preemption, mid-run arrivals and prefix caching; no b
 import pytest
 import torch
 
-from autograder.fixtures.engine import check_against_transformers, path, prompts
+from autograder.fixtures.engine import check_against_transformers, check_schedule, path, prompts
 
 GREEDY = dict(temperature=0.0, max_tokens=16, ignore_eos=True)
+
+
+# The given LLM's defaults, for configurations a test leaves out
+LLM_DEFAULTS = dict(max_num_seqs=64, max_num_batched_tokens=2048)
+
+
+def make_llm(eng, **config):
+    """The engine under test, and the configuration it was given (what its schedule is checked
+    against: the test's own numbers, not what the engine says about itself)."""
+    return eng.llm.LLM(path(), **config), {**LLM_DEFAULTS, **config}
+
+
+def schedule(llm, config, outs, ps, what, skip_steps=0):
+    """The engine's schedule, checked on this side against the requests and their outputs (which
+    the caller checked against transformers first): fixtures/engine.py, check_schedule."""
+    return check_schedule(llm.engine.schedule_log,
+                          {o.request_id: (p, list(o.outputs[0].token_ids)) for o, p in zip(outs, ps)},
+                          block_size=config["block_size"], num_blocks=config["num_kv_blocks"],
+                          max_num_seqs=config["max_num_seqs"], max_num_batched_tokens=config["max_num_batched_tokens"],
+                          what=what, skip_steps=skip_steps)
 
 
 def leak_check(llm):
@@ -18,10 +38,12 @@ def leak_check(llm):
 @pytest.mark.points(3)
 def test_batch_of_ragged_prompts(eng, rng):
     """Five prompts of different lengths (one of 1 token) in one generate(): each equals transformers."""
-    llm = eng.llm.LLM(path(), max_model_len=96, num_kv_blocks=64, block_size=8)
+    llm, config = make_llm(eng, max_model_len=96, num_kv_blocks=64, block_size=8)
     ps = prompts(rng, [1, 9, 24, 37, 16])
     outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
     check_against_transformers(outs, ps, 16, "continuous batching")
+    assert schedule(llm, config, outs, ps, "continuous batching").max_scheduled > 1, \
+        "five requests and room for all: no step ran two or more sequences together (continuous batching)"
     unfinished = [(o.request_id, o.finished, o.outputs[0].finish_reason) for o in outs
                   if not (o.finished and o.outputs[0].finish_reason == "length")]
     assert not unfinished, (f"requests (id, finished, finish_reason) {unfinished}: every request ran to max_tokens "
@@ -32,32 +54,32 @@ def test_batch_of_ragged_prompts(eng, rng):
 @pytest.mark.points(3)
 def test_preemption_by_recompute(eng, rng):
     """A cache too small for all requests: sequences are preempted (counted) and still give the same tokens."""
-    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=17, block_size=4, max_num_batched_tokens=64)
+    llm, config = make_llm(eng, max_model_len=64, num_kv_blocks=17, block_size=4, max_num_batched_tokens=64)
     ps = prompts(rng, [30, 12, 25, 40, 7])
     outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
-    assert llm.engine.scheduler.num_preemptions > 0, \
-        "17 blocks of 4 cannot hold these requests at once: preemption must happen"
     check_against_transformers(outs, ps, 16, "with preemption")
+    assert schedule(llm, config, outs, ps, "with preemption").preemptions > 0, \
+        "17 blocks of 4 cannot hold these requests at once: preemption must happen (no step's schedule() preempted)"
     leak_check(llm)
 
 
 @pytest.mark.points(2)
 def test_chunked_prefill(eng, rng):
     """A token budget of 8 per step splits long prompts into chunks; no step exceeds the budget."""
-    llm = eng.llm.LLM(path(), max_model_len=80, num_kv_blocks=64, block_size=8, max_num_batched_tokens=8)
+    llm, config = make_llm(eng, max_model_len=80, num_kv_blocks=64, block_size=8, max_num_batched_tokens=8)
     # random prompts, and a fixed pair on which chunk positions that restart at 0 change the greedy
     # tokens by a wide margin (a logit gap of 0.67): the random draw alone missed that bug 2 times in 60
     ps = prompts(rng, [45, 3, 21]) + prompts(torch.Generator().manual_seed(21), [45, 37])
     outs = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
-    assert max(s.num_tokens for s in llm.engine.stats) <= 8, "a step scheduled more tokens than max_num_batched_tokens"
     check_against_transformers(outs, ps, 16, "chunked prefill")
+    schedule(llm, config, outs, ps, "chunked prefill")  # among its checks: no step over the budget of 8 tokens
     leak_check(llm)
 
 
 @pytest.mark.points(2)
 def test_requests_arriving_mid_run(eng, rng):
     """Requests added while others are decoding join the running batch and give the same tokens."""
-    llm = eng.llm.LLM(path(), max_model_len=80, num_kv_blocks=64, block_size=8, max_num_seqs=4)
+    llm, config = make_llm(eng, max_model_len=80, num_kv_blocks=64, block_size=8, max_num_seqs=4)
     e = llm.engine
     ps = prompts(rng, [10, 33, 5, 18, 27, 2])
     params = eng.llm.SamplingParams(**GREEDY)
@@ -68,25 +90,27 @@ def test_requests_arriving_mid_run(eng, rng):
         e.step()
     while e.has_unfinished():
         e.step()
-    assert max(s.num_running for s in e.stats) <= 4, "more than max_num_seqs sequences ran at once"
-    check_against_transformers([e.output(r) for r in ids], ps, 16, "mid-run arrivals")
+    outs = [e.output(r) for r in ids]
+    check_against_transformers(outs, ps, 16, "mid-run arrivals")
+    assert schedule(llm, config, outs, ps, "mid-run arrivals").max_scheduled > 1, "no step ran two sequences together"
     leak_check(llm)
 
 
 @pytest.mark.points(2)
 def test_prefix_caching_saves_work(eng, rng):
     """A second request sharing a 32-token prefix computes fewer tokens and gives the same output."""
-    llm = eng.llm.LLM(path(), max_model_len=96, num_kv_blocks=64, block_size=8)
+    llm, config = make_llm(eng, max_model_len=96, num_kv_blocks=64, block_size=8)
     shared = prompts(rng, [32])[0]
     a, b = shared + prompts(rng, [5])[0], shared + prompts(rng, [9])[0]
     params = eng.llm.SamplingParams(**GREEDY)
     first = llm.generate([a], params)
-    computed_before = sum(s.num_tokens for s in llm.engine.stats)
+    steps_before = len(llm.engine.schedule_log)
     second = llm.generate([b], params)
-    computed = sum(s.num_tokens for s in llm.engine.stats) - computed_before
+    check_against_transformers(first + second, [a, b], 16, "prefix caching")
+    sched = schedule(llm, config, second, [b], "prefix caching", skip_steps=steps_before)
+    computed = sched.computed[second[0].request_id]
     assert computed <= len(b) - 32 + 16, \
         f"the second request computed {computed} tokens: the 32 cached prefix tokens were recomputed"
-    check_against_transformers(first + second, [a, b], 16, "prefix caching")
     leak_check(llm)
 
 
@@ -94,7 +118,7 @@ def test_prefix_caching_saves_work(eng, rng):
 def test_eos_streaming_and_seeds(eng, rng):
     """EOS stops a request (finish_reason 'stop'); stream() yields the same tokens; a seed reproduces
     sampled output whatever else is in the batch."""
-    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=64, block_size=8)
+    llm, config = make_llm(eng, max_model_len=64, num_kv_blocks=64, block_size=8)
     ps = prompts(rng, [6, 11])
     free = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
     eos = free[0].outputs[0].token_ids[4]
@@ -125,18 +149,17 @@ def test_kernel_path_on_cpu(eng, rng):
     reshape_and_cache, steps of decodes only through paged_attention, steps mixing decodes with
     prompt chunks through the given unified_attention: the greedy tokens equal transformers'."""
     from autograder.impl import load
-    from autograder.remote.client import gather
 
-    llm = eng.llm.LLM(path(), max_model_len=64, num_kv_blocks=64, block_size=8, max_num_batched_tokens=16,
+    llm, config = make_llm(eng, max_model_len=64, num_kv_blocks=64, block_size=8, max_num_batched_tokens=16,
                       max_num_seqs=4)
     llm.engine.runner.kernels = load("paged_attention", "kernels")  # what the engine does on a GPU
     ps = prompts(rng, [5, 30, 3, 17, 9])
     outs = llm.generate(ps, eng.llm.SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
-    stats = list(llm.engine.stats)
-    tokens, running = gather(stats, "num_tokens"), gather(stats, "num_running")
-    assert any(t > r for t, r in zip(tokens, running)) and any(t == r for t, r in zip(tokens, running)), (
-        "the workload must run steps of decodes only and steps that mix decodes with prompt chunks")
     check_against_transformers(outs, ps, 6, "through the paged-attention kernels (engine.model_runner: "
                                "prepare_inputs's decode_only, block_tables, seq_lens, max_seq_len; the kernels of "
                                "paged_attention)")
+    sched = schedule(llm, config, outs, ps, "the kernel path")
+    assert sched.decode_only_steps and sched.mixed_steps, (
+        "the workload must run steps of decodes only and steps that mix decodes with prompt chunks: the "
+        f"schedule had {sched.decode_only_steps} and {sched.mixed_steps}")
     leak_check(llm)
