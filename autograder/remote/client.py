@@ -89,10 +89,6 @@ def writable(*tensors: torch.Tensor):
     return tensors[0] if len(tensors) == 1 else tensors
 
 
-def _declared_writable(key: tuple[str, int, int]) -> bool:
-    return key in _WRITABLE
-
-
 # ----------------------------------------------------------------------------- processes
 
 class Sandbox:
@@ -233,7 +229,7 @@ class _Mirror:
     def take_writes(self) -> bool:
         """After a request: copy what the worker wrote back into the test's tensor if it is
         writable; False if the worker changed a read-only one (which then keeps its value)."""
-        if _declared_writable(self.key):
+        if self.key in _WRITABLE:
             self.u8.copy_(self.buf.bytes)
             return True
         return torch.equal(self.u8, self.buf.bytes.to(self.u8.device))
@@ -328,11 +324,11 @@ class Connection:
                         "st": list(t.stride())}
         if t.untyped_storage().nbytes() == 0 or t.is_sparse or t.device.type not in ("cpu", "cuda"):
             return None
-        st = t.untyped_storage()
-        key = (str(t.device), st.data_ptr(), st.nbytes())
+        key = _storage_key(t)
         m = self.mirrors.get(key)
         if m is None:
-            m = _Mirror(next(self.mirror_ids), st, t.device, key, f"{list(t.shape)} {str(t.dtype)[6:]}")
+            m = _Mirror(next(self.mirror_ids), t.untyped_storage(), t.device, key,
+                        f"{list(t.shape)} {str(t.dtype)[6:]}")
             self.mirrors[key], self.by_id[m.id] = m, m
         return {"m": m.id, "dt": dtype_name(t.dtype), "o": t.storage_offset(), "s": list(t.shape),
                 "st": list(t.stride())}

@@ -8,14 +8,15 @@ from autograder.fixtures.engine import check_against_transformers, check_schedul
 GREEDY = dict(temperature=0.0, max_tokens=16, ignore_eos=True)
 
 
-# The given LLM's defaults, for configurations a test leaves out
+# What a test leaves out of an engine's configuration (the given LLM's defaults, passed explicitly)
 LLM_DEFAULTS = dict(max_num_seqs=64, max_num_batched_tokens=2048)
 
 
 def make_llm(eng, **config):
     """The engine under test, and the configuration it was given (what its schedule is checked
     against: the test's own numbers, not what the engine says about itself)."""
-    return eng.llm.LLM(path(), **config), {**LLM_DEFAULTS, **config}
+    config = {**LLM_DEFAULTS, **config}
+    return eng.llm.LLM(path(), **config), config
 
 
 def schedule(llm, config, outs, ps, what, skip_steps=0):
@@ -118,7 +119,7 @@ def test_prefix_caching_saves_work(eng, rng):
 def test_eos_streaming_and_seeds(eng, rng):
     """EOS stops a request (finish_reason 'stop'); stream() yields the same tokens; a seed reproduces
     sampled output whatever else is in the batch."""
-    llm, config = make_llm(eng, max_model_len=64, num_kv_blocks=64, block_size=8)
+    llm, _ = make_llm(eng, max_model_len=64, num_kv_blocks=64, block_size=8)
     ps = prompts(rng, [6, 11])
     free = llm.generate(ps, eng.llm.SamplingParams(**GREEDY))
     eos = free[0].outputs[0].token_ids[4]
@@ -151,7 +152,7 @@ def test_kernel_path_on_cpu(eng, rng):
     from autograder.impl import load
 
     llm, config = make_llm(eng, max_model_len=64, num_kv_blocks=64, block_size=8, max_num_batched_tokens=16,
-                      max_num_seqs=4)
+                           max_num_seqs=4)
     llm.engine.runner.kernels = load("paged_attention", "kernels")  # what the engine does on a GPU
     ps = prompts(rng, [5, 30, 3, 17, 9])
     outs = llm.generate(ps, eng.llm.SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
